@@ -1,0 +1,11 @@
+// zlib for gzip/deflate response decoding. `inflateInit2` is a macro; wrap it.
+#ifndef C_ZLIB_SHIM_H
+#define C_ZLIB_SHIM_H
+
+#include <zlib.h>
+
+static inline int cshim_inflateInit2(z_stream *stream, int windowBits) {
+    return inflateInit2(stream, windowBits);
+}
+
+#endif

@@ -1,0 +1,75 @@
+public import NIOCore
+
+extension Agent {
+    /// How an ``Agent`` pools connections and sets up TLS.
+    ///
+    /// Limits count every socket the pool holds for a host: those still connecting, those carrying a
+    /// request, the free ones, and those being closed.
+    public struct Configuration: Sendable, Hashable {
+        /// The most sockets open to one origin (scheme, host, port, TLS configuration) at once,
+        /// connecting ones included. Requests beyond it wait in FIFO order. Node: `maxSockets`.
+        /// Default: 10. Must be at least 1.
+        public var maxSocketsPerHost: Int
+        /// The most free (idle, kept-alive) sockets kept per origin; a socket released beyond it is
+        /// closed. 0 keeps none. Node: `maxFreeSockets`. Default: 10.
+        public var maxFreeSocketsPerHost: Int
+        /// The most sockets open across all origins; `nil` (the default) means no global limit.
+        /// At the limit, an idle socket of another origin is closed to make room. Node: `maxTotalSockets`.
+        public var maxTotalSockets: Int?
+        /// How long a free socket stays open unused before it is closed; `nil` keeps it until the server
+        /// closes it. Node: the `timeout` of a free socket. Default: 30 seconds.
+        public var idleTimeout: TimeAmount?
+        /// Which free socket the next request gets. Default: ``FreeSocketScheduling/lifo``. Node: `scheduling`.
+        public var freeSocketScheduling: FreeSocketScheduling
+        /// Whether connections are kept open for further requests. `false` sends `Connection: close` and
+        /// closes each connection after its response. Node: `keepAlive`. Default: `true`.
+        public var keepAlive: Bool
+        /// How long a request may wait for a connection when its origin is at ``maxSocketsPerHost``;
+        /// `nil` (the default) waits as long as it takes. Expiry fails with
+        /// ``AgentError/Code/poolWaitTimeout``.
+        public var poolWaitTimeout: TimeAmount?
+        /// How long a TCP connect to one address may take. Default: 10 seconds.
+        public var connectTimeout: TimeAmount
+        /// How long the TLS handshake may take. Default: 10 seconds.
+        public var tlsHandshakeTimeout: TimeAmount
+        /// TLS settings for `https` requests. Default: verify against the system trust store.
+        public var tls: TLSConfiguration
+
+        /// Creates a configuration; every parameter has a default.
+        public init(
+            maxSocketsPerHost: Int = 10,
+            maxFreeSocketsPerHost: Int = 10,
+            maxTotalSockets: Int? = nil,
+            idleTimeout: TimeAmount? = .seconds(30),
+            freeSocketScheduling: FreeSocketScheduling = .lifo,
+            keepAlive: Bool = true,
+            poolWaitTimeout: TimeAmount? = nil,
+            connectTimeout: TimeAmount = .seconds(10),
+            tlsHandshakeTimeout: TimeAmount = .seconds(10),
+            tls: TLSConfiguration = TLSConfiguration()
+        ) {
+            self.maxSocketsPerHost = maxSocketsPerHost
+            self.maxFreeSocketsPerHost = maxFreeSocketsPerHost
+            self.maxTotalSockets = maxTotalSockets
+            self.idleTimeout = idleTimeout
+            self.freeSocketScheduling = freeSocketScheduling
+            self.keepAlive = keepAlive
+            self.poolWaitTimeout = poolWaitTimeout
+            self.connectTimeout = connectTimeout
+            self.tlsHandshakeTimeout = tlsHandshakeTimeout
+            self.tls = tls
+        }
+
+        var poolLimits: PoolLimits {
+            PoolLimits(
+                maxSocketsPerHost: self.maxSocketsPerHost,
+                // Without keep-alive nothing is ever free.
+                maxFreeSocketsPerHost: self.keepAlive ? self.maxFreeSocketsPerHost : 0,
+                maxTotalSockets: self.maxTotalSockets,
+                idleTimeout: self.idleTimeout,
+                scheduling: self.freeSocketScheduling,
+                poolWaitTimeout: self.poolWaitTimeout
+            )
+        }
+    }
+}

@@ -1,0 +1,154 @@
+import HTTPSAgentTLS
+public import HTTPTypes
+import NIOConcurrencyHelpers
+public import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A keep-alive HTTPS client with per-origin connection pools.
+///
+/// An Agent opens connections on demand, keeps them open after a response, and hands them to later
+/// requests to the same origin (scheme, host, port and TLS configuration). At
+/// ``Configuration/maxSocketsPerHost`` requests wait in FIFO order. Share one Agent across a service.
+///
+/// ```swift
+/// let agent = Agent(configuration: .init(maxSocketsPerHost: 8))
+/// let request = try HTTPRequest(method: .get, url: "https://example.com/")
+/// let response = try await agent.execute(request)
+/// let body = try await response.body.collect(upTo: 1 << 20)
+/// print(response.status, response.connection.isReused)
+/// await agent.shutdown()
+/// ```
+///
+/// Call ``shutdown()`` when done: it fails waiting requests, closes every connection and returns when
+/// they are closed.
+public final class Agent: Sendable {
+    /// The configuration the Agent was created with.
+    public let configuration: Configuration
+    private let pool: ConnectionPool
+
+    /// Creates an Agent.
+    ///
+    /// - Parameters:
+    ///   - configuration: pool limits and TLS settings.
+    ///   - eventLoopGroup: where connections run; `nil` (the default) uses NIO's shared
+    ///     `MultiThreadedEventLoopGroup.singleton`.
+    public init(
+        configuration: Configuration = Configuration(),
+        eventLoopGroup: (any EventLoopGroup)? = nil
+    ) {
+        self.configuration = configuration
+        let connector = Connector(
+            group: eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton,
+            resolver: SystemResolver(),
+            contexts: SSLContextCache(),
+            connectTimeout: configuration.connectTimeout,
+            tlsHandshakeTimeout: configuration.tlsHandshakeTimeout
+        )
+        self.pool = ConnectionPool(limits: configuration.poolLimits, connector: connector)
+    }
+
+    /// Sends a request and returns once the response head has arrived.
+    ///
+    /// The body streams afterwards: read it from ``AgentResponse/body``. The connection returns to the
+    /// pool when the whole body has been received.
+    ///
+    /// A request that finds its pooled connection already closed, before any byte was written, is sent
+    /// again on another connection; nothing else is retried.
+    ///
+    /// - Parameters:
+    ///   - request: method, scheme, authority, path and header fields.
+    ///   - body: the request body, if any.
+    /// - Returns: the response head, its streamed body, and facts about the connection.
+    /// - Throws: ``AgentError``, naming the host and the phase that failed.
+    public func execute(_ request: HTTPRequest, body: RequestBody? = nil) async throws -> AgentResponse {
+        let prepared = try PreparedRequest(request, body: body, agentKeepAlive: self.configuration.keepAlive)
+        if Task.isCancelled {
+            throw AgentError(
+                code: .cancelled,
+                phase: .request,
+                host: prepared.target.host,
+                port: prepared.target.port,
+                message: "the task was cancelled before the request started"
+            )
+        }
+        let origin = Origin(
+            scheme: prepared.target.scheme,
+            host: prepared.target.host,
+            port: prepared.target.port,
+            tls: prepared.target.scheme == .https ? self.configuration.tls : nil
+        )
+        // A reused connection can turn out to be closed before we wrote to it (the server closed it
+        // while it sat idle). Nothing was sent, so trying another connection is safe for any method.
+        var attempts = 0
+        while true {
+            attempts += 1
+            let lease = try await self.pool.lease(origin)
+            do {
+                let received = try await lease.connection.execute(prepared, id: lease.requestID)
+                return AgentResponse(received, lease: lease)
+            } catch let error as AgentError
+                where lease.reused && !error.requestMayHaveBeenSent && error.code == .connectionClosed
+                && attempts <= self.configuration.maxSocketsPerHost
+            {
+                continue
+            }
+        }
+    }
+
+    /// Sends a `GET` for `url` and returns the response.
+    ///
+    /// - Parameter url: an absolute `https` or `http` URL.
+    /// - Throws: ``AgentError``.
+    public func get(_ url: String) async throws -> AgentResponse {
+        try await self.execute(HTTPRequest(method: .get, url: url))
+    }
+
+    /// A snapshot of every origin's sockets and waiters.
+    public var stats: AgentStats {
+        let origins = self.pool.snapshot.map { origin, host in
+            AgentStats.OriginStats(
+                origin: origin.description,
+                connecting: host.connecting.count,
+                active: host.leased.count,
+                free: host.idle.count,
+                closing: host.closing.count,
+                waiting: host.waiters.count
+            )
+        }
+        return AgentStats(origins: origins.sorted { $0.origin < $1.origin })
+    }
+
+    /// Fails waiting and running requests with ``AgentError/Code/shutdown``, closes every connection,
+    /// and returns once all are closed. Later requests fail at once.
+    public func shutdown() async {
+        await self.pool.shutdown()
+    }
+}
+
+extension AgentResponse {
+    init(_ received: ReceivedHead, lease: Lease) {
+        let head = received.head
+        var fields = HTTPFields()
+        fields.reserveCapacity(head.headers.count)
+        for (name, value) in head.headers {
+            if let fieldName = HTTPField.Name(name) {
+                fields.append(HTTPField(name: fieldName, value: value))
+            }
+        }
+        let status = HTTPResponse.Status(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase)
+        let expectedLength = head.headers.first(name: "content-length").flatMap { Int($0) }
+        let connection = lease.connection
+        self.init(
+            head: HTTPResponse(status: status, headerFields: fields),
+            body: ResponseBody(stream: received.body, expectedLength: expectedLength),
+            connection: ConnectionInfo(
+                id: connection.id,
+                isReused: lease.reused,
+                remoteAddress: connection.remoteAddress?.ipAddress,
+                remotePort: connection.remoteAddress?.port,
+                tls: connection.tls
+            )
+        )
+    }
+}

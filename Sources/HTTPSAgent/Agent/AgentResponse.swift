@@ -1,0 +1,42 @@
+public import HTTPTypes
+
+/// A response: its head, its streamed body, and facts about the connection that carried it.
+public struct AgentResponse: Sendable {
+    /// The status line and header fields.
+    public var head: HTTPResponse
+    /// The body, streamed. Iterate it or call ``ResponseBody/collect(upTo:)``.
+    public var body: ResponseBody
+    /// The connection that carried the request.
+    public var connection: ConnectionInfo
+
+    /// The response status.
+    public var status: HTTPResponse.Status { self.head.status }
+    /// The response header fields.
+    public var headerFields: HTTPFields { self.head.headerFields }
+}
+
+/// Facts about the connection that carried a request.
+public struct ConnectionInfo: Sendable, Hashable {
+    /// A number unique among the Agent's connections, in the order they were opened (from 1).
+    public var id: Int
+    /// Whether the connection had carried an earlier request (it came from the pool's free list).
+    public var isReused: Bool
+    /// The server's address, e.g. "127.0.0.1" or "::1", if known.
+    public var remoteAddress: String?
+    /// The server's port.
+    public var remotePort: Int?
+    /// What the TLS handshake negotiated; `nil` for `http`.
+    public var tls: TLSInfo?
+}
+
+/// What a TLS handshake negotiated.
+public struct TLSInfo: Sendable, Hashable {
+    /// "TLSv1.2" or "TLSv1.3", as OpenSSL names it.
+    public var version: String
+    /// The cipher suite, e.g. "TLS_AES_256_GCM_SHA384".
+    public var cipher: String
+    /// The ALPN protocol the server selected, if any ("http/1.1").
+    public var alpn: String?
+    /// Whether the handshake resumed an earlier TLS session instead of doing a full handshake.
+    public var sessionResumed: Bool
+}

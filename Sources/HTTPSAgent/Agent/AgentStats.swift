@@ -1,0 +1,31 @@
+/// A snapshot of an ``Agent``'s pools.
+public struct AgentStats: Sendable, Hashable {
+    /// The sockets and waiters of one origin.
+    public struct OriginStats: Sendable, Hashable {
+        /// "https://example.com:443".
+        public var origin: String
+        /// Connections being opened (DNS, connect, TLS).
+        public var connecting: Int
+        /// Connections carrying a request.
+        public var active: Int
+        /// Free connections, kept alive for the next request.
+        public var free: Int
+        /// Connections being closed.
+        public var closing: Int
+        /// Requests waiting for a connection.
+        public var waiting: Int
+    }
+
+    /// One entry per origin with any socket or waiter, sorted by origin.
+    public var origins: [OriginStats]
+
+    /// Every socket the Agent holds, in any state.
+    public var totalConnections: Int {
+        self.origins.reduce(0) { $0 + $1.connecting + $1.active + $1.free + $1.closing }
+    }
+
+    /// The stats of one origin, e.g. `"https://localhost:8443"`.
+    public subscript(origin: String) -> OriginStats? {
+        self.origins.first { $0.origin == origin }
+    }
+}

@@ -1,0 +1,26 @@
+/// The key of a connection pool: everything that must be equal for two requests to share a connection.
+///
+/// A connection is only ever reused for a request with an equal origin: same scheme, same normalised
+/// host, same port, and (for `https`) an equal ``TLSConfiguration``, so trust roots, verification mode,
+/// versions and client certificate all take part. A missed match costs a new connection; a false
+/// match would send a request to a server verified under other rules, so every field is compared.
+struct Origin: Sendable, Hashable, CustomStringConvertible {
+    enum Scheme: String, Sendable, Hashable {
+        case http
+        case https
+
+        var defaultPort: Int { self == .https ? 443 : 80 }
+    }
+
+    var scheme: Scheme
+    /// Lower-cased, without a trailing dot, without IPv6 brackets.
+    var host: String
+    var port: Int
+    /// `nil` for `http`.
+    var tls: TLSConfiguration?
+
+    var description: String {
+        let shownHost = self.host.contains(":") ? "[\(self.host)]" : self.host
+        return "\(self.scheme.rawValue)://\(shownHost):\(self.port)"
+    }
+}

@@ -1,0 +1,278 @@
+import HTTPSAgentTLS
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Opens connections: DNS, TCP connect across the host's addresses, the TLS handshake, then the
+/// HTTP/1.1 pipeline.
+struct Connector: Sendable {
+    let group: any EventLoopGroup
+    let resolver: SystemResolver
+    let contexts: SSLContextCache
+    let connectTimeout: TimeAmount
+    let tlsHandshakeTimeout: TimeAmount
+
+    /// Opens connection `id` to `origin`.
+    ///
+    /// `established` is called on the connection's event loop, in the same tick the HTTP handler joins
+    /// the pipeline, so the pool learns of the connection before any close of it can be reported.
+    ///
+    /// - Throws: ``AgentError`` for DNS, connect and TLS failures; `CancellationError` when cancelled.
+    func connect(
+        id: Int,
+        origin: Origin,
+        delegate: any HTTP1ConnectionDelegate,
+        established: @escaping @Sendable (HTTP1Connection) -> Void
+    ) async throws {
+        let addresses = try await self.resolver.resolve(host: origin.host, port: origin.port)
+        try Task.checkCancellation()
+        let channel = try await self.connectTCP(to: addresses, origin: origin)
+        do {
+            var tlsInfo: TLSInfo?
+            if let tls = origin.tls {
+                tlsInfo = try await self.handshake(on: channel, origin: origin, configuration: tls)
+            }
+            try await self.installHTTP(
+                on: channel,
+                id: id,
+                origin: origin,
+                tls: tlsInfo,
+                delegate: delegate,
+                established: established
+            )
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+    }
+
+    // MARK: - TCP
+
+    private func connectTCP(to addresses: [SocketAddress], origin: Origin) async throws -> any Channel {
+        var failures: [String] = []
+        var allTimedOut = true
+        for address in Self.interleaveFamilies(addresses) {
+            try Task.checkCancellation()
+            let bootstrap = ClientBootstrap(group: self.group)
+                .connectTimeout(self.connectTimeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            let future = bootstrap.connect(to: address)
+            do {
+                return try await withTaskCancellationHandler {
+                    try await future.get()
+                } onCancel: {
+                    future.whenSuccess { $0.close(promise: nil) }
+                }
+            } catch let error as ChannelError {
+                if case .connectTimeout = error {
+                    failures.append("\(Self.describe(address)) (timed out after \(self.connectTimeout.seconds) s)")
+                } else {
+                    allTimedOut = false
+                    failures.append("\(Self.describe(address)) (\(error))")
+                }
+            } catch let error as IOError {
+                allTimedOut = false
+                failures.append("\(Self.describe(address)) (\(Self.describe(error)))")
+            } catch {
+                allTimedOut = false
+                failures.append("\(Self.describe(address)) (\(error))")
+            }
+        }
+        try Task.checkCancellation()
+        let count = failures.count
+        return try {
+            throw AgentError(
+                code: allTimedOut ? .connectTimeout : .connectFailed,
+                phase: .connect,
+                host: origin.host,
+                port: origin.port,
+                message: count == 1
+                    ? "could not connect to \(failures[0])"
+                    : "could not connect to any of \(count) addresses: \(failures.joined(separator: ", "))"
+            )
+        }()
+    }
+
+    /// Alternates address families, starting with the system's first choice (RFC 8305 §4), so one
+    /// unreachable family does not hold up the other for long.
+    static func interleaveFamilies(_ addresses: [SocketAddress]) -> [SocketAddress] {
+        guard let first = addresses.first else { return [] }
+        let preferred = addresses.filter { $0.protocol == first.protocol }
+        let other = addresses.filter { $0.protocol != first.protocol }
+        var result: [SocketAddress] = []
+        result.reserveCapacity(addresses.count)
+        for index in 0..<max(preferred.count, other.count) {
+            if index < preferred.count { result.append(preferred[index]) }
+            if index < other.count { result.append(other[index]) }
+        }
+        return result
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+        return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+
+    private static func describe(_ error: IOError) -> String {
+        switch error.errnoCode {
+        case ECONNREFUSED: "connection refused"
+        case ENETUNREACH: "network unreachable"
+        case EHOSTUNREACH: "host unreachable"
+        case ETIMEDOUT: "timed out"
+        default: error.description
+        }
+    }
+
+    // MARK: - TLS
+
+    private func handshake(on channel: any Channel, origin: Origin, configuration: TLSConfiguration) async throws
+        -> TLSInfo
+    {
+        let context: SSLContextBox
+        do throws(TLSSetupError) {
+            context = try self.contexts.context(for: configuration.contextOptions)
+        } catch {
+            throw Self.configurationError(error, origin: origin)
+        }
+        let promise = channel.eventLoop.makePromise(of: TLSConnectionInfo.self)
+        let timeout = self.tlsHandshakeTimeout
+        let timeoutError = AgentError(
+            code: .tlsHandshakeTimeout,
+            phase: .tlsHandshake,
+            host: origin.host,
+            port: origin.port,
+            message: "the TLS handshake did not complete within \(timeout.seconds) s"
+        )
+        try await channel.eventLoop.submit {
+            // The SSL object lives on the channel's event loop from birth.
+            let connection: SSLConnectionBox
+            do throws(TLSSetupError) {
+                connection = try SSLConnectionBox(context: context, serverHostname: origin.host)
+            } catch {
+                throw Self.configurationError(error, origin: origin)
+            }
+            let timer = channel.eventLoop.scheduleTask(in: timeout) {
+                promise.fail(timeoutError)
+                channel.close(promise: nil)
+            }
+            promise.futureResult.whenComplete { _ in timer.cancel() }
+            try channel.pipeline.syncOperations.addHandler(
+                TLSHandler(connection: connection, handshakePromise: promise)
+            )
+        }.get()
+        do {
+            let info = try await withTaskCancellationHandler {
+                try await promise.futureResult.get()
+            } onCancel: {
+                channel.close(promise: nil)
+            }
+            return TLSInfo(
+                version: info.protocolVersion,
+                cipher: info.cipher,
+                alpn: info.alpn,
+                sessionResumed: info.sessionReused
+            )
+        } catch let failure as TLSFailure {
+            throw Self.handshakeError(failure, origin: origin)
+        } catch let error as AgentError {
+            throw error
+        } catch {
+            try Task.checkCancellation()
+            throw AgentError(
+                code: .tlsHandshakeFailed,
+                phase: .tlsHandshake,
+                host: origin.host,
+                port: origin.port,
+                message: "the connection failed during the TLS handshake",
+                underlying: String(describing: error)
+            )
+        }
+    }
+
+    private static func configurationError(_ error: TLSSetupError, origin: Origin) -> AgentError {
+        AgentError(
+            code: .tlsConfigurationInvalid,
+            phase: .tlsHandshake,
+            host: origin.host,
+            port: origin.port,
+            message: error.description
+        )
+    }
+
+    static func handshakeError(_ failure: TLSFailure, origin: Origin) -> AgentError {
+        var error: AgentError
+        switch failure.kind {
+        case .certificateVerificationFailed:
+            error = AgentError(
+                code: .certificateVerificationFailed,
+                phase: .tlsHandshake,
+                host: origin.host,
+                port: origin.port,
+                message: failure.description
+            )
+            error.verifyResult = failure.verifyResult
+            error.verifyResultDescription = failure.verifyResultDescription
+        case .closedDuringHandshake:
+            error = AgentError(
+                code: .tlsHandshakeFailed,
+                phase: .tlsHandshake,
+                host: origin.host,
+                port: origin.port,
+                message: "the server closed the connection during the TLS handshake"
+            )
+        case .handshakeFailed, .protocolError, .uncleanShutdown:
+            error = AgentError(
+                code: .tlsHandshakeFailed,
+                phase: .tlsHandshake,
+                host: origin.host,
+                port: origin.port,
+                message: failure.description
+            )
+        }
+        error.tlsReason = failure.reason
+        return error
+    }
+
+    // MARK: - HTTP
+
+    private func installHTTP(
+        on channel: any Channel,
+        id: Int,
+        origin: Origin,
+        tls: TLSInfo?,
+        delegate: any HTTP1ConnectionDelegate,
+        established: @escaping @Sendable (HTTP1Connection) -> Void
+    ) async throws {
+        try await channel.eventLoop.submit {
+            guard channel.isActive else {
+                throw AgentError(
+                    code: .connectFailed,
+                    phase: .connect,
+                    host: origin.host,
+                    port: origin.port,
+                    message: "the connection closed while it was being set up"
+                )
+            }
+            let handler = HTTP1ClientHandler(connectionID: id, host: origin.host, port: origin.port, delegate: delegate)
+            let sync = channel.pipeline.syncOperations
+            let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop)
+            try sync.addHandler(HTTPRequestEncoder())
+            try sync.addHandler(ByteToMessageHandler(decoder))
+            try sync.addHandler(handler)
+            let connection = HTTP1Connection(
+                id: id,
+                channel: channel,
+                host: origin.host,
+                port: origin.port,
+                tls: tls,
+                handler: handler
+            )
+            established(connection)
+        }.get()
+    }
+}
+
+extension TimeAmount {
+    /// Whole and fractional seconds, for messages.
+    var seconds: Double { Double(self.nanoseconds) / 1_000_000_000 }
+}

@@ -1,0 +1,348 @@
+import HTTPSAgentTLS
+import NIOCore
+import NIOHTTP1
+
+/// Told by a connection when it becomes free again or goes away. Called on the connection's event loop.
+protocol HTTP1ConnectionDelegate: Sendable {
+    /// The exchange finished and the connection is idle and reusable.
+    func connectionReleased(_ id: Int)
+    /// The channel closed. Called exactly once per connection.
+    func connectionClosed(_ id: Int)
+}
+
+/// A response head together with the stream its body will arrive on.
+struct ReceivedHead: Sendable {
+    var head: HTTPResponseHead
+    var body: ResponseBodyStream
+    var closeDelimited: Bool
+}
+
+/// Runs HTTP/1.1 exchanges on one channel, below ``HTTP1Connection`` and above NIO's HTTP codec.
+///
+/// Decisions come from ``HTTP1ConnectionStateMachine``; this class only performs them: it writes
+/// requests, hands the response head to the waiting caller, feeds the body stream, pauses socket reads
+/// while the consumer is behind, and tells the pool when the connection is free or closed.
+final class HTTP1ClientHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private var machine = HTTP1ConnectionStateMachine()
+    private var context: ChannelHandlerContext?
+    private let connectionID: Int
+    private let host: String
+    private let port: Int
+    private let delegate: any HTTP1ConnectionDelegate
+    /// Set once the owning ``HTTP1Connection`` exists; it is the producer of each body stream.
+    var producer: (any ResponseBodyProducer)?
+
+    private var currentRequestID: UInt64 = 0
+    private var currentRequestIsHead = false
+    private var headPromise: EventLoopPromise<ReceivedHead>?
+    private var stream: ResponseBodyStream?
+    private var readsPaused = false
+    private var pendingRead = false
+
+    init(connectionID: Int, host: String, port: Int, delegate: any HTTP1ConnectionDelegate) {
+        self.connectionID = connectionID
+        self.host = host
+        self.port = port
+        self.delegate = delegate
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        // The producer refers back to this handler; let both go once the channel is gone.
+        self.producer = nil
+    }
+
+    // MARK: - Requests (called on the event loop by HTTP1Connection)
+
+    func startRequest(_ request: PreparedRequest, id: UInt64, promise: EventLoopPromise<ReceivedHead>) {
+        guard let context = self.context else {
+            promise.fail(self.notSentError())
+            return
+        }
+        switch self.machine.requestStarted(id: id, keepAlive: request.keepAlive) {
+        case .writeRequest:
+            self.currentRequestID = id
+            self.currentRequestIsHead = request.head.method == .HEAD
+            self.headPromise = promise
+            context.write(self.wrapOutboundOut(.head(request.head)), promise: nil)
+            switch request.body?.storage {
+            case .stream:
+                context.flush()
+            case .buffer(let buffer):
+                if buffer.readableBytes > 0 {
+                    context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+                }
+                fallthrough
+            case nil:
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+                self.run(self.machine.requestFullyWritten(id: id))
+            }
+        case .rejectRequest:
+            promise.fail(self.notSentError())
+        default:
+            preconditionFailure("unexpected action for a new request")
+        }
+    }
+
+    func writeBodyPart(_ buffer: ByteBuffer, id: UInt64, promise: EventLoopPromise<Void>) {
+        guard let context = self.context, self.machine.acceptsRequestBody(id: id) else {
+            promise.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: promise)
+    }
+
+    func finishRequestBody(id: UInt64, promise: EventLoopPromise<Void>) {
+        guard let context = self.context, self.machine.acceptsRequestBody(id: id) else {
+            promise.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: promise)
+        self.run(self.machine.requestFullyWritten(id: id))
+    }
+
+    func failRequestBody(id: UInt64, error: AgentError) {
+        self.run(self.machine.requestBodyFailed(id: id, error: error))
+    }
+
+    /// The caller cancelled, or dropped the body before its end.
+    func abandon(id: UInt64) {
+        self.run(self.machine.requestAbandoned(id: id))
+    }
+
+    func resumeReading(id: UInt64) {
+        guard self.machine.isCurrent(id: id) else { return }
+        self.resumeReads()
+    }
+
+    /// Closes the connection on behalf of the pool, failing a request in flight.
+    func closeConnection(shutdown: Bool) {
+        self.run(self.machine.closeRequested(failure: shutdown ? .shutdown : .cancelled))
+    }
+
+    // MARK: - Channel events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            let closeDelimited = !self.currentRequestIsHead && Self.isCloseDelimited(head)
+            switch self.machine.responseHeadReceived(keepAlive: head.isKeepAlive, closeDelimited: closeDelimited) {
+            case .deliverHead(let closeDelimited):
+                let stream = ResponseBodyStream(
+                    producer: self.producer!,
+                    requestID: self.currentRequestID,
+                    host: self.host,
+                    port: self.port
+                )
+                self.stream = stream
+                let promise = self.headPromise
+                self.headPromise = nil
+                promise?.succeed(ReceivedHead(head: head, body: stream, closeDelimited: closeDelimited))
+            case let action:
+                self.run(action)
+            }
+        case .body(let buffer):
+            switch self.machine.responseBodyReceived() {
+            case .forwardBody:
+                if let stream = self.stream, !stream.yield(buffer) {
+                    self.readsPaused = true
+                }
+            case let action:
+                self.run(action)
+            }
+        case .end:
+            self.run(self.machine.responseEndReceived())
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.run(self.machine.errorCaught(error))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.run(self.machine.channelInactive())
+        context.fireChannelInactive()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.readsPaused {
+            self.pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    // MARK: - Actions
+
+    private func run(_ action: HTTP1ConnectionStateMachine.Action) {
+        switch action {
+        case .none, .writeRequest, .rejectRequest, .forwardBody, .deliverHead:
+            break
+        case .finishBody(let then):
+            let stream = self.stream
+            self.stream = nil
+            // The pool gets the connection back before the consumer learns the body is complete, so
+            // that the consumer's next request finds it free instead of dialling another.
+            self.exchangeEnded(then)
+            stream?.finish(nil)
+        case .failHead(let failure, let then):
+            let promise = self.headPromise
+            self.headPromise = nil
+            promise?.fail(self.headError(failure))
+            self.exchangeEnded(then)
+        case .failBody(let failure, let closeDelimited, let then):
+            let stream = self.stream
+            self.stream = nil
+            stream?.finish(self.bodyError(failure, closeDelimited: closeDelimited))
+            self.exchangeEnded(then)
+        case .close:
+            self.context?.close(promise: nil)
+        case .reportClosed:
+            self.delegate.connectionClosed(self.connectionID)
+        }
+    }
+
+    private func exchangeEnded(_ then: HTTP1ConnectionStateMachine.Then) {
+        switch then {
+        case .release:
+            // Keep reading while idle, so that a close by the server is noticed at once.
+            self.resumeReads()
+            self.delegate.connectionReleased(self.connectionID)
+        case .close:
+            self.context?.close(promise: nil)
+        case .reportClosed:
+            self.delegate.connectionClosed(self.connectionID)
+        }
+    }
+
+    private func resumeReads() {
+        self.readsPaused = false
+        if self.pendingRead {
+            self.pendingRead = false
+            self.context?.read()
+        }
+    }
+
+    // MARK: - Errors
+
+    private func notSentError() -> AgentError {
+        AgentError(
+            code: .connectionClosed,
+            phase: .requestWrite,
+            host: self.host,
+            port: self.port,
+            message: "the connection closed before the request was sent",
+            requestMayHaveBeenSent: false
+        )
+    }
+
+    private func headError(_ failure: HTTP1ConnectionStateMachine.Failure) -> AgentError {
+        switch failure {
+        case .closed:
+            return self.error(.connectionClosed, .responseHead, "the server closed the connection before responding")
+        case .cancelled:
+            return self.error(.cancelled, .responseHead, "the request was cancelled", sent: true)
+        case .shutdown:
+            return self.error(.shutdown, .responseHead, "the Agent was shut down", sent: true)
+        case .requestBody(let error):
+            return error
+        case .error(let error):
+            if let failure = error as? TLSFailure, failure.kind == .uncleanShutdown {
+                return self.error(.connectionClosed, .responseHead, "the server closed the connection before responding")
+            }
+            if Self.isMalformed(error) {
+                return self.error(.malformedResponse, .responseHead, "the response is not valid HTTP/1.1", underlying: error)
+            }
+            return self.error(
+                .connectionClosed,
+                .responseHead,
+                "the connection failed before a response arrived",
+                underlying: error
+            )
+        }
+    }
+
+    private func bodyError(_ failure: HTTP1ConnectionStateMachine.Failure, closeDelimited: Bool) -> AgentError {
+        switch failure {
+        case .closed:
+            return self.error(.responseBodyTruncated, .responseBody, "the connection closed before the body was complete")
+        case .cancelled:
+            return self.error(.cancelled, .responseBody, "reading the response body was cancelled")
+        case .shutdown:
+            return self.error(.shutdown, .responseBody, "the Agent was shut down")
+        case .requestBody(let error):
+            return error
+        case .error(let error):
+            if let failure = error as? TLSFailure, failure.kind == .uncleanShutdown {
+                if closeDelimited {
+                    return self.error(
+                        .uncleanShutdown,
+                        .responseBody,
+                        "the server closed the connection without a TLS close_notify; the body may be truncated"
+                    )
+                }
+                return self.error(
+                    .responseBodyTruncated,
+                    .responseBody,
+                    "the connection closed before the body was complete"
+                )
+            }
+            if let parserError = error as? HTTPParserError, parserError == .invalidEOFState {
+                return self.error(
+                    .responseBodyTruncated,
+                    .responseBody,
+                    "the connection closed before the body was complete"
+                )
+            }
+            if Self.isMalformed(error) {
+                return self.error(.malformedResponse, .responseBody, "the response body is not valid HTTP/1.1", underlying: error)
+            }
+            return self.error(.responseBodyTruncated, .responseBody, "the connection failed during the body", underlying: error)
+        }
+    }
+
+    private func error(
+        _ code: AgentError.Code,
+        _ phase: AgentError.Phase,
+        _ message: String,
+        sent: Bool = true,
+        underlying: (any Error)? = nil
+    ) -> AgentError {
+        AgentError(
+            code: code,
+            phase: phase,
+            host: self.host,
+            port: self.port,
+            message: message,
+            requestMayHaveBeenSent: sent,
+            underlying: underlying.map { String(describing: $0) }
+        )
+    }
+
+    private static func isMalformed(_ error: any Error) -> Bool {
+        error is HTTPParserError || error is NIOHTTPDecoderError || error is ByteToMessageDecoderError
+    }
+
+    /// A response whose body ends when the connection does: no Content-Length, not chunked, and a
+    /// status that has a body. The caller rules out responses to HEAD.
+    private static func isCloseDelimited(_ head: HTTPResponseHead) -> Bool {
+        let code = head.status.code
+        if code < 200 || code == 204 || code == 304 { return false }
+        if head.headers.contains(name: "content-length") { return false }
+        if let encoding = head.headers.first(name: "transfer-encoding"), encoding.lowercased().contains("chunked") {
+            return false
+        }
+        return true
+    }
+}
+
+@available(*, unavailable)
+extension HTTP1ClientHandler: Sendable {}

@@ -1,0 +1,140 @@
+import HTTPSAgentTLS
+import NIOCore
+import NIOHTTP1
+
+/// One open connection (TCP, TLS if `https`, HTTP/1.1), as the pool and the request path see it.
+///
+/// Thread-safe: every call hops to the channel's event loop, where ``HTTP1ClientHandler`` does the work.
+final class HTTP1Connection: Sendable {
+    let id: Int
+    let channel: any Channel
+    let host: String
+    let port: Int
+    let tls: TLSInfo?
+    let remoteAddress: SocketAddress?
+    private let handler: NIOLoopBound<HTTP1ClientHandler>
+
+    /// Wraps a channel whose pipeline already ends in `handler`. Must be called on the channel's event loop.
+    init(id: Int, channel: any Channel, host: String, port: Int, tls: TLSInfo?, handler: HTTP1ClientHandler) {
+        self.id = id
+        self.channel = channel
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.remoteAddress = channel.remoteAddress
+        self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+        handler.producer = BodyProducer(handler: self.handler)
+    }
+
+    var eventLoop: any EventLoop { self.channel.eventLoop }
+
+    /// Sends `request` and waits for the response head.
+    ///
+    /// A streamed request body is sent from the calling task. Cancelling the task abandons the request
+    /// and closes the connection.
+    ///
+    /// - Returns: the response head and the stream its body arrives on.
+    func execute(_ request: PreparedRequest, id requestID: UInt64) async throws -> ReceivedHead {
+        let promise = self.eventLoop.makePromise(of: ReceivedHead.self)
+        let handler = self.handler
+        self.eventLoop.execute {
+            handler.value.startRequest(request, id: requestID, promise: promise)
+        }
+        return try await withTaskCancellationHandler {
+            if case .stream(let length, let makeSource) = request.body?.storage {
+                await self.sendBody(source: makeSource(), length: length, requestID: requestID)
+            }
+            return try await promise.futureResult.get()
+        } onCancel: {
+            self.eventLoop.execute { handler.value.abandon(id: requestID) }
+        }
+    }
+
+    /// Streams the body. A failure to write means the connection ended; the head promise says how.
+    private func sendBody(source: RequestBody.ChunkSource, length: Int?, requestID: UInt64) async {
+        let handler = self.handler
+        var sent = 0
+        do {
+            while let chunk = try await source.next() {
+                if Task.isCancelled { return }
+                sent += chunk.readableBytes
+                if let length, sent > length {
+                    self.failBody(requestID: requestID, self.lengthMismatch(declared: length, sent: sent, more: true))
+                    return
+                }
+                guard chunk.readableBytes > 0 else { continue }
+                let written = self.eventLoop.makePromise(of: Void.self)
+                self.eventLoop.execute { handler.value.writeBodyPart(chunk, id: requestID, promise: written) }
+                try await written.futureResult.get()
+            }
+        } catch let error as ChannelError {
+            _ = error  // the connection is gone; the response head promise carries the reason
+            return
+        } catch {
+            if error is AgentError || error is CancellationError { return }
+            self.failBody(
+                requestID: requestID,
+                AgentError(
+                    code: .requestBodyFailed,
+                    phase: .requestWrite,
+                    host: self.host,
+                    port: self.port,
+                    message: "the request body sequence threw",
+                    requestMayHaveBeenSent: true,
+                    underlying: String(describing: error)
+                )
+            )
+            return
+        }
+        if let length, sent != length {
+            self.failBody(requestID: requestID, self.lengthMismatch(declared: length, sent: sent, more: false))
+            return
+        }
+        let finished = self.eventLoop.makePromise(of: Void.self)
+        self.eventLoop.execute { handler.value.finishRequestBody(id: requestID, promise: finished) }
+        try? await finished.futureResult.get()
+    }
+
+    private func failBody(requestID: UInt64, _ error: AgentError) {
+        let handler = self.handler
+        self.eventLoop.execute { handler.value.failRequestBody(id: requestID, error: error) }
+    }
+
+    private func lengthMismatch(declared: Int, sent: Int, more: Bool) -> AgentError {
+        AgentError(
+            code: .requestBodyLengthMismatch,
+            phase: .requestWrite,
+            host: self.host,
+            port: self.port,
+            message: more
+                ? "the request body is longer than its declared length of \(declared) bytes"
+                : "the request body has \(sent) bytes, not its declared \(declared)",
+            requestMayHaveBeenSent: true
+        )
+    }
+
+    /// Closes the connection. A request in flight fails with ``AgentError/Code/shutdown`` if `shutdown`,
+    /// else with ``AgentError/Code/cancelled``.
+    func close(shutdown: Bool) {
+        let handler = self.handler
+        self.eventLoop.execute { handler.value.closeConnection(shutdown: shutdown) }
+    }
+
+    /// Whether the channel is still open. A closed one is never handed out.
+    var isActive: Bool { self.channel.isActive }
+}
+
+/// The body stream's way back to its connection, hopping to the event loop.
+private struct BodyProducer: ResponseBodyProducer {
+    let handler: NIOLoopBound<HTTP1ClientHandler>
+
+    func resumeReading(request: UInt64) {
+        let handler = self.handler
+        handler.eventLoop.execute { handler.value.resumeReading(id: request) }
+    }
+
+    func abandon(request: UInt64) {
+        let handler = self.handler
+        handler.eventLoop.execute { handler.value.abandon(id: request) }
+    }
+}

@@ -1,0 +1,76 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+
+/// A request turned into what goes on the wire, checked once before it waits for a connection.
+struct PreparedRequest: Sendable {
+    var target: RequestTarget
+    var head: HTTPRequestHead
+    var body: RequestBody?
+    /// Whether this request lets the connection be reused afterwards.
+    var keepAlive: Bool
+
+    /// - Parameters:
+    ///   - request: the caller's request.
+    ///   - body: its body, if any.
+    ///   - agentKeepAlive: the Agent's keep-alive setting; `false` sends `Connection: close`.
+    init(_ request: HTTPRequest, body: RequestBody?, agentKeepAlive: Bool) throws(AgentError) {
+        let target = try RequestTarget(request)
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(request.headerFields.count + 3)
+        headers.add(name: "Host", value: target.hostHeader)
+        var keepAlive = agentKeepAlive
+        var declaredLength: Int?
+        for field in request.headerFields {
+            if field.name.canonicalName == "host" {
+                continue  // the Host header comes from the authority
+            }
+            switch field.name {
+            case .transferEncoding:
+                continue  // framing is ours to decide
+            case .contentLength:
+                declaredLength = Int(field.value)
+                continue
+            case .connection:
+                if field.value.lowercased().contains("close") { keepAlive = false }
+                if !agentKeepAlive { continue }
+            default:
+                break
+            }
+            headers.add(name: field.name.rawName, value: field.value)
+        }
+        if !agentKeepAlive {
+            headers.add(name: "Connection", value: "close")
+        }
+
+        var body = body
+        switch body?.storage {
+        case .buffer(let buffer):
+            if buffer.readableBytes > 0 || Self.expectsBody(request.method) {
+                headers.add(name: "Content-Length", value: String(buffer.readableBytes))
+            }
+        case .stream(let length, let makeSource):
+            if let length = length ?? declaredLength {
+                headers.add(name: "Content-Length", value: String(length))
+                body = RequestBody(storage: .stream(length: length, makeSource: makeSource))
+            } else {
+                headers.add(name: "Transfer-Encoding", value: "chunked")
+            }
+        case nil:
+            if Self.expectsBody(request.method) {
+                headers.add(name: "Content-Length", value: "0")
+            }
+        }
+
+        let method = HTTPMethod(rawValue: request.method.rawValue)
+        self.target = target
+        self.head = HTTPRequestHead(version: .http1_1, method: method, uri: request.path ?? "/", headers: headers)
+        self.body = body
+        self.keepAlive = keepAlive
+    }
+
+    /// Methods whose requests carry a body, so an empty one is sent as `Content-Length: 0`.
+    private static func expectsBody(_ method: HTTPRequest.Method) -> Bool {
+        method == .post || method == .put || method == .patch
+    }
+}

@@ -1,0 +1,307 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A connection handed to a request by the pool.
+struct Lease: Sendable {
+    var connection: HTTP1Connection
+    var requestID: UInt64
+    var reused: Bool
+}
+
+/// The driver of ``PoolStateMachine``: takes the lock, asks the machine, releases the lock, then
+/// performs the actions (resumes waiters, dials, closes, schedules timers). It never calls out while
+/// holding the lock.
+final class ConnectionPool: Sendable {
+    private struct State {
+        var machine: PoolStateMachine
+        var waiters: [UInt64: CheckedContinuation<Lease, any Error>] = [:]
+        var connections: [Int: HTTP1Connection] = [:]
+        var idleTimers: [Int: Scheduled<Void>] = [:]
+        var waitTimers: [UInt64: Scheduled<Void>] = [:]
+        var dials: [Int: Task<Void, Never>] = [:]
+        var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+        var nextRequestID: UInt64 = 0
+    }
+
+    /// An action resolved under the lock into what to do once the lock is released.
+    private enum Effect {
+        case resume(CheckedContinuation<Lease, any Error>, Result<Lease, AgentError>)
+        case dial(id: Int, origin: Origin)
+        case close(HTTP1Connection, shutdown: Bool)
+        case cancel(Scheduled<Void>)
+        case scheduleIdleTimer(Int, NIODeadline, HTTP1Connection)
+        case scheduleWaitTimer(UInt64, NIODeadline)
+        case shutdownComplete([CheckedContinuation<Void, Never>])
+    }
+
+    private let state: NIOLockedValueBox<State>
+    private let connector: Connector
+    private let timerLoop: any EventLoop
+
+    init(limits: PoolLimits, connector: Connector) {
+        self.state = NIOLockedValueBox(State(machine: PoolStateMachine(limits: limits)))
+        self.connector = connector
+        self.timerLoop = connector.group.any()
+    }
+
+    // MARK: - Leasing
+
+    /// Waits for a connection to `origin`: a free one, a new one, or the next one released.
+    ///
+    /// - Throws: ``AgentError`` when the wait times out, the task is cancelled, the Agent shuts down, or
+    ///   the connection opened for this request fails.
+    func lease(_ origin: Origin) async throws -> Lease {
+        let requestID = self.state.withLockedValue { state in
+            state.nextRequestID += 1
+            return state.nextRequestID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
+                let effects: [Effect] = self.state.withLockedValue { state in
+                    // Cancellation sets the flag before running its handler, so checking it under the
+                    // lock closes the window where the handler ran before the waiter existed.
+                    if Task.isCancelled {
+                        return [.resume(continuation, .failure(Self.error(for: .cancelled, origin: origin)))]
+                    }
+                    state.waiters[requestID] = continuation
+                    let actions = state.machine.leaseRequested(requestID, origin: origin, now: .now())
+                    return Self.resolve(actions, &state)
+                }
+                self.perform(effects)
+            }
+        } onCancel: {
+            self.modify { $0.machine.waiterCancelled(requestID) }
+        }
+    }
+
+    // MARK: - Events from connections and dials
+
+    private func connectionEstablished(_ connection: HTTP1Connection) {
+        self.modify { state in
+            state.connections[connection.id] = connection
+            state.dials[connection.id] = nil
+            return state.machine.connectionEstablished(connection.id, now: .now())
+        }
+    }
+
+    private func connectionFailed(_ id: Int, error: AgentError) {
+        self.modify { state in
+            state.dials[id] = nil
+            return state.machine.connectionFailed(id, error: error)
+        }
+    }
+
+    private func idleTimerFired(_ id: Int) {
+        self.modify { state in
+            state.idleTimers[id] = nil
+            return state.machine.idleTimerFired(id, now: .now())
+        }
+    }
+
+    private func waitTimerFired(_ request: UInt64) {
+        self.modify { state in
+            state.waitTimers[request] = nil
+            return state.machine.waitTimerFired(request)
+        }
+    }
+
+    // MARK: - Shutdown and stats
+
+    /// Fails waiters, closes every connection (failing requests in flight), and returns when all are closed.
+    func shutdown() async {
+        let dials = self.state.withLockedValue { Array($0.dials.values) }
+        self.modify { $0.machine.shutdownRequested() }
+        for dial in dials { dial.cancel() }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = self.state.withLockedValue { state in
+                if state.machine.isShutdownComplete { return true }
+                state.shutdownWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// A snapshot of every origin's pool.
+    var snapshot: [Origin: PoolStateMachine.HostPool] {
+        self.state.withLockedValue { $0.machine.hosts }
+    }
+
+    var totalConnections: Int {
+        self.state.withLockedValue { $0.machine.totalConnections }
+    }
+
+    // MARK: - Running the machine
+
+    private func modify(_ body: (inout State) -> [PoolAction]) {
+        let effects: [Effect] = self.state.withLockedValue { state in
+            let actions = body(&state)
+            return Self.resolve(actions, &state)
+        }
+        self.perform(effects)
+    }
+
+    /// Turns actions into effects under the lock, taking continuations and timers out of the state so
+    /// that each is used exactly once.
+    private static func resolve(_ actions: [PoolAction], _ state: inout State) -> [Effect] {
+        var effects: [Effect] = []
+        effects.reserveCapacity(actions.count + 1)
+        for action in actions {
+            switch action {
+            case .createConnection(let id, let origin):
+                effects.append(.dial(id: id, origin: origin))
+            case .lease(let connectionID, let request, let reused):
+                guard let continuation = state.waiters.removeValue(forKey: request),
+                    let connection = state.connections[connectionID]
+                else {
+                    preconditionFailure("lease of connection \(connectionID) to unknown request \(request)")
+                }
+                if let timer = state.waitTimers.removeValue(forKey: request) { effects.append(.cancel(timer)) }
+                if let timer = state.idleTimers.removeValue(forKey: connectionID) { effects.append(.cancel(timer)) }
+                let lease = Lease(connection: connection, requestID: request, reused: reused)
+                effects.append(.resume(continuation, .success(lease)))
+            case .failRequest(let request, let failure, let origin):
+                guard let continuation = state.waiters.removeValue(forKey: request) else {
+                    preconditionFailure("failing unknown request \(request)")
+                }
+                if let timer = state.waitTimers.removeValue(forKey: request) { effects.append(.cancel(timer)) }
+                effects.append(.resume(continuation, .failure(Self.error(for: failure, origin: origin))))
+            case .closeConnection(let id):
+                if let timer = state.idleTimers.removeValue(forKey: id) { effects.append(.cancel(timer)) }
+                if let connection = state.connections[id] {
+                    effects.append(.close(connection, shutdown: state.machine.isShuttingDown))
+                }
+            case .scheduleIdleTimer(let id, let deadline):
+                if let connection = state.connections[id] {
+                    effects.append(.scheduleIdleTimer(id, deadline, connection))
+                }
+            case .scheduleWaitTimer(let request, let deadline):
+                effects.append(.scheduleWaitTimer(request, deadline))
+            case .shutdownComplete:
+                effects.append(.shutdownComplete(state.shutdownWaiters))
+                state.shutdownWaiters = []
+            }
+        }
+        return effects
+    }
+
+    private func perform(_ effects: [Effect]) {
+        for effect in effects {
+            switch effect {
+            case .resume(let continuation, let result):
+                continuation.resume(with: result.mapError { $0 as any Error })
+            case .dial(let id, let origin):
+                self.dial(id: id, origin: origin)
+            case .close(let connection, let shutdown):
+                connection.close(shutdown: shutdown)
+            case .cancel(let timer):
+                timer.cancel()
+            case .scheduleIdleTimer(let id, let deadline, let connection):
+                let timer = connection.eventLoop.scheduleTask(deadline: deadline) { [self] in
+                    self.idleTimerFired(id)
+                }
+                self.storeTimer(timer) { state in
+                    // The connection may have been leased or closed before we got here.
+                    guard state.machine.isIdle(id) else { return false }
+                    state.idleTimers[id] = timer
+                    return true
+                }
+            case .scheduleWaitTimer(let request, let deadline):
+                let timer = self.timerLoop.scheduleTask(deadline: deadline) { [self] in
+                    self.waitTimerFired(request)
+                }
+                self.storeTimer(timer) { state in
+                    guard state.waiters[request] != nil else { return false }
+                    state.waitTimers[request] = timer
+                    return true
+                }
+            case .shutdownComplete(let waiters):
+                for waiter in waiters { waiter.resume() }
+            }
+        }
+    }
+
+    private func storeTimer(_ timer: Scheduled<Void>, _ store: (inout State) -> Bool) {
+        let stored = self.state.withLockedValue { store(&$0) }
+        if !stored { timer.cancel() }
+    }
+
+    private func dial(id: Int, origin: Origin) {
+        let task = Task {
+            do {
+                try await self.connector.connect(id: id, origin: origin, delegate: self) { connection in
+                    self.connectionEstablished(connection)
+                }
+            } catch {
+                self.connectionFailed(id, error: Self.asAgentError(error, origin: origin))
+            }
+        }
+        self.state.withLockedValue { state in
+            // A fast dial may already be done; only keep the task while it can still be cancelled.
+            if state.machine.isConnecting(id) {
+                state.dials[id] = task
+            }
+        }
+    }
+
+    private static func asAgentError(_ error: any Error, origin: Origin) -> AgentError {
+        if let error = error as? AgentError { return error }
+        if error is CancellationError {
+            return AgentError(
+                code: .shutdown,
+                phase: .connect,
+                host: origin.host,
+                port: origin.port,
+                message: "the Agent was shut down while connecting"
+            )
+        }
+        return AgentError(
+            code: .connectFailed,
+            phase: .connect,
+            host: origin.host,
+            port: origin.port,
+            message: "could not connect",
+            underlying: String(describing: error)
+        )
+    }
+
+    private static func error(for failure: PoolFailure, origin: Origin) -> AgentError {
+        let host = origin.host
+        let port = origin.port
+        switch failure {
+        case .shutdown:
+            return AgentError(code: .shutdown, phase: .poolWait, host: host, port: port, message: "the Agent is shut down")
+        case .waitTimeout:
+            return AgentError(
+                code: .poolWaitTimeout,
+                phase: .poolWait,
+                host: host,
+                port: port,
+                message: "no connection became free within the pool wait timeout"
+            )
+        case .cancelled:
+            return AgentError(
+                code: .cancelled,
+                phase: .poolWait,
+                host: host,
+                port: port,
+                message: "the request was cancelled while waiting for a connection"
+            )
+        case .connectFailed(let error):
+            return error
+        }
+    }
+}
+
+extension ConnectionPool: HTTP1ConnectionDelegate {
+    func connectionReleased(_ id: Int) {
+        self.modify { $0.machine.connectionReleased(id, now: .now()) }
+    }
+
+    func connectionClosed(_ id: Int) {
+        self.modify { state in
+            state.connections[id] = nil
+            return state.machine.connectionClosed(id)
+        }
+    }
+}

@@ -1,0 +1,360 @@
+import NIOCore
+
+/// Every decision of the Agent's connection pools: which connection a request gets, when to open or
+/// close one, who waits and who fails.
+///
+/// A pure value: events in, ``PoolAction``s out; no I/O, no locks, no clocks (the caller passes
+/// `now`). One machine holds the pools of all origins so that the global ``PoolLimits/maxTotalSockets``
+/// can be enforced across them.
+///
+/// A connection is in exactly one of four sets of its origin's pool: `connecting` (being dialled),
+/// `leased` (carrying a request), `idle` (free, oldest first) or `closing` (close requested, not yet
+/// closed). All four count toward the limits, so the server never sees more sockets than allowed.
+/// Requests wait in FIFO order per origin; a new connection is dialled only while the waiters
+/// outnumber the connections already being dialled for them.
+struct PoolStateMachine {
+    struct IdleConnection: Sendable, Hashable {
+        var id: Int
+        var since: NIODeadline
+    }
+
+    struct HostPool {
+        var connecting: Set<Int> = []
+        var leased: Set<Int> = []
+        /// Oldest first.
+        var idle: [IdleConnection] = []
+        var closing: Set<Int> = []
+        var waiters = CircularBuffer<UInt64>(initialCapacity: 4)
+
+        var total: Int { self.connecting.count + self.leased.count + self.idle.count + self.closing.count }
+        var isEmpty: Bool { self.total == 0 && self.waiters.isEmpty }
+        /// Waiters no connection is being dialled for.
+        var unservedWaiters: Int { self.waiters.count - self.connecting.count }
+    }
+
+    let limits: PoolLimits
+    private(set) var hosts: [Origin: HostPool] = [:]
+    private var connectionOrigins: [Int: Origin] = [:]
+    private var waiterOrigins: [UInt64: Origin] = [:]
+    private(set) var totalConnections = 0
+    private var totalClosing = 0
+    private var nextConnectionID = 1
+    private(set) var isShuttingDown = false
+
+    init(limits: PoolLimits) {
+        precondition(limits.maxSocketsPerHost > 0, "maxSocketsPerHost must be at least 1")
+        precondition(limits.maxFreeSocketsPerHost >= 0, "maxFreeSocketsPerHost must not be negative")
+        precondition((limits.maxTotalSockets ?? 1) > 0, "maxTotalSockets must be at least 1")
+        self.limits = limits
+    }
+
+    /// Shutdown was requested and every connection is closed.
+    var isShutdownComplete: Bool { self.isShuttingDown && self.totalConnections == 0 }
+
+    // MARK: - Requests
+
+    /// A request wants a connection to `origin`.
+    mutating func leaseRequested(_ request: UInt64, origin: Origin, now: NIODeadline) -> [PoolAction] {
+        if self.isShuttingDown {
+            return [.failRequest(request, .shutdown, origin)]
+        }
+        var host = self.hosts[origin] ?? HostPool()
+        if let connection = self.takeIdle(&host) {
+            host.leased.insert(connection)
+            self.hosts[origin] = host
+            return [.lease(connection: connection, request: request, reused: true)]
+        }
+        host.waiters.append(request)
+        self.hosts[origin] = host
+        self.waiterOrigins[request] = origin
+        var actions: [PoolAction] = []
+        if let timeout = self.limits.poolWaitTimeout {
+            actions.append(.scheduleWaitTimer(request: request, deadline: now + timeout))
+        }
+        self.dialForWaiters(of: origin, into: &actions)
+        return actions
+    }
+
+    /// The task of a waiting request was cancelled.
+    mutating func waiterCancelled(_ request: UInt64) -> [PoolAction] {
+        self.removeWaiter(request, failure: .cancelled)
+    }
+
+    /// A waiting request's ``PoolLimits/poolWaitTimeout`` passed.
+    mutating func waitTimerFired(_ request: UInt64) -> [PoolAction] {
+        self.removeWaiter(request, failure: .waitTimeout)
+    }
+
+    private mutating func removeWaiter(_ request: UInt64, failure: PoolFailure) -> [PoolAction] {
+        guard let origin = self.waiterOrigins.removeValue(forKey: request) else {
+            return []  // already served or failed
+        }
+        var host = self.takeHost(origin)
+        if let index = host.waiters.firstIndex(of: request) {
+            host.waiters.remove(at: index)
+        }
+        self.putHost(host, origin)
+        return [.failRequest(request, failure, origin)]
+    }
+
+    // MARK: - Connections
+
+    /// A connection finished its handshake and is ready for a request.
+    mutating func connectionEstablished(_ id: Int, now: NIODeadline) -> [PoolAction] {
+        guard let origin = self.connectionOrigins[id] else {
+            preconditionFailure("connection \(id) established but unknown to the pool")
+        }
+        var actions: [PoolAction] = []
+        var host = self.takeHost(origin)
+        precondition(host.connecting.remove(id) != nil, "connection \(id) established but not connecting")
+        if self.isShuttingDown {
+            self.startClosing(id, in: &host, into: &actions)
+        } else if let request = host.waiters.popFirst() {
+            self.waiterOrigins[request] = nil
+            host.leased.insert(id)
+            actions.append(.lease(connection: id, request: request, reused: false))
+        } else {
+            self.park(id, in: &host, origin: origin, now: now, into: &actions)
+        }
+        self.putHost(host, origin)
+        return actions
+    }
+
+    /// Dialling a connection failed (DNS, connect, TLS).
+    mutating func connectionFailed(_ id: Int, error: AgentError) -> [PoolAction] {
+        guard let origin = self.connectionOrigins.removeValue(forKey: id) else {
+            preconditionFailure("connection \(id) failed but unknown to the pool")
+        }
+        self.totalConnections -= 1
+        var actions: [PoolAction] = []
+        var host = self.takeHost(origin)
+        precondition(host.connecting.remove(id) != nil, "connection \(id) failed but not connecting")
+        // Fail the oldest waiter unless the dials still under way can serve every waiter.
+        if host.waiters.count > host.connecting.count, let request = host.waiters.popFirst() {
+            self.waiterOrigins[request] = nil
+            actions.append(.failRequest(request, .connectFailed(error), origin))
+        }
+        self.putHost(host, origin)
+        self.dialForAllWaiters(startingWith: origin, into: &actions)
+        self.appendShutdownCompleteIfDone(&actions)
+        return actions
+    }
+
+    /// A leased connection finished its exchange and may be reused.
+    mutating func connectionReleased(_ id: Int, now: NIODeadline) -> [PoolAction] {
+        guard let origin = self.connectionOrigins[id] else {
+            return []  // closed meanwhile
+        }
+        var actions: [PoolAction] = []
+        var host = self.takeHost(origin)
+        defer { self.putHost(host, origin) }
+        guard host.leased.remove(id) != nil else {
+            return []  // already closing (shutdown); its close will be reported
+        }
+        if self.isShuttingDown {
+            self.startClosing(id, in: &host, into: &actions)
+        } else if let request = host.waiters.popFirst() {
+            self.waiterOrigins[request] = nil
+            host.leased.insert(id)
+            actions.append(.lease(connection: id, request: request, reused: true))
+        } else {
+            self.park(id, in: &host, origin: origin, now: now, into: &actions)
+        }
+        return actions
+    }
+
+    /// A connection's channel closed, whatever state it was in.
+    mutating func connectionClosed(_ id: Int) -> [PoolAction] {
+        guard let origin = self.connectionOrigins.removeValue(forKey: id) else {
+            return []
+        }
+        self.totalConnections -= 1
+        var host = self.takeHost(origin)
+        if host.closing.remove(id) != nil {
+            self.totalClosing -= 1
+        } else if host.leased.remove(id) == nil {
+            guard let index = host.idle.firstIndex(where: { $0.id == id }) else {
+                preconditionFailure("connection \(id) closed in no known state")
+            }
+            host.idle.remove(at: index)
+        }
+        self.putHost(host, origin)
+        var actions: [PoolAction] = []
+        self.dialForAllWaiters(startingWith: origin, into: &actions)
+        self.appendShutdownCompleteIfDone(&actions)
+        return actions
+    }
+
+    /// An idle connection's timer fired.
+    mutating func idleTimerFired(_ id: Int, now: NIODeadline) -> [PoolAction] {
+        guard let origin = self.connectionOrigins[id], let timeout = self.limits.idleTimeout else { return [] }
+        var actions: [PoolAction] = []
+        var host = self.takeHost(origin)
+        defer { self.putHost(host, origin) }
+        guard let index = host.idle.firstIndex(where: { $0.id == id }),
+            host.idle[index].since + timeout <= now
+        else {
+            return []  // leased again since the timer was set
+        }
+        host.idle.remove(at: index)
+        self.startClosing(id, in: &host, into: &actions)
+        return actions
+    }
+
+    // MARK: - Shutdown
+
+    /// Fails every waiter, closes every connection, and refuses new requests.
+    mutating func shutdownRequested() -> [PoolAction] {
+        guard !self.isShuttingDown else { return [] }
+        self.isShuttingDown = true
+        var actions: [PoolAction] = []
+        for origin in Array(self.hosts.keys) {
+            var host = self.takeHost(origin)
+            while let request = host.waiters.popFirst() {
+                self.waiterOrigins[request] = nil
+                actions.append(.failRequest(request, .shutdown, origin))
+            }
+            for idle in host.idle {
+                self.startClosing(idle.id, in: &host, into: &actions)
+            }
+            host.idle.removeAll()
+            for id in host.leased {
+                self.startClosing(id, in: &host, into: &actions)
+            }
+            host.leased.removeAll()
+            // Connections still dialling are closed when they are established.
+            self.putHost(host, origin)
+        }
+        self.appendShutdownCompleteIfDone(&actions)
+        return actions
+    }
+
+    // MARK: - Queries
+
+    /// Whether connection `id` is on its origin's free list.
+    func isIdle(_ id: Int) -> Bool {
+        guard let origin = self.connectionOrigins[id] else { return false }
+        return self.hosts[origin]?.idle.contains { $0.id == id } ?? false
+    }
+
+    /// Whether connection `id` is still being dialled.
+    func isConnecting(_ id: Int) -> Bool {
+        guard let origin = self.connectionOrigins[id] else { return false }
+        return self.hosts[origin]?.connecting.contains(id) ?? false
+    }
+
+    // MARK: - Helpers
+
+    /// Takes an origin's pool out of the dictionary for modification (avoiding a copy on write).
+    private mutating func takeHost(_ origin: Origin) -> HostPool {
+        self.hosts.removeValue(forKey: origin) ?? HostPool()
+    }
+
+    /// Puts an origin's pool back, unless nothing is left in it.
+    private mutating func putHost(_ host: HostPool, _ origin: Origin) {
+        if !host.isEmpty {
+            self.hosts[origin] = host
+        }
+    }
+
+    private func takeIdle(_ host: inout HostPool) -> Int? {
+        guard !host.idle.isEmpty else { return nil }
+        switch self.limits.scheduling {
+        case .lifo: return host.idle.removeLast().id
+        case .fifo: return host.idle.removeFirst().id
+        }
+    }
+
+    private mutating func startClosing(_ id: Int, in host: inout HostPool, into actions: inout [PoolAction]) {
+        host.closing.insert(id)
+        self.totalClosing += 1
+        actions.append(.closeConnection(id))
+    }
+
+    /// Keeps a free connection, or closes it when the free list is full or another origin needs the slot.
+    private mutating func park(
+        _ id: Int,
+        in host: inout HostPool,
+        origin: Origin,
+        now: NIODeadline,
+        into actions: inout [PoolAction]
+    ) {
+        if host.idle.count >= self.limits.maxFreeSocketsPerHost || self.anotherOriginNeedsASlot(except: origin) {
+            self.startClosing(id, in: &host, into: &actions)
+            return
+        }
+        host.idle.append(IdleConnection(id: id, since: now))
+        if let timeout = self.limits.idleTimeout {
+            actions.append(.scheduleIdleTimer(connection: id, deadline: now + timeout))
+        }
+    }
+
+    /// Dials for the waiters of `origin`, then of every other origin with unserved waiters, oldest
+    /// waiter first. Called when a connection goes away, since that may free a global slot.
+    private mutating func dialForAllWaiters(startingWith origin: Origin, into actions: inout [PoolAction]) {
+        self.dialForWaiters(of: origin, into: &actions)
+        guard self.limits.maxTotalSockets != nil else { return }
+        let blocked = self.hosts.filter { $0.key != origin && $0.value.unservedWaiters > 0 }
+            .sorted { ($0.value.waiters.first ?? .max) < ($1.value.waiters.first ?? .max) }
+        for (other, _) in blocked {
+            self.dialForWaiters(of: other, into: &actions)
+        }
+    }
+
+    /// Opens connections while `origin` has waiters nobody is dialling for and the limits allow.
+    /// At the global limit, closes least recently used idle connections of other origins to make room.
+    private mutating func dialForWaiters(of origin: Origin, into actions: inout [PoolAction]) {
+        guard !self.isShuttingDown, var host = self.hosts.removeValue(forKey: origin) else { return }
+        while host.unservedWaiters > 0 && host.total < self.limits.maxSocketsPerHost {
+            if let maxTotal = self.limits.maxTotalSockets, self.totalConnections >= maxTotal {
+                // Connections already closing will free slots; evict more only if they are not enough.
+                let needed = min(host.unservedWaiters, self.limits.maxSocketsPerHost - host.total)
+                if needed > self.totalClosing {
+                    self.hosts[origin] = host
+                    for _ in self.totalClosing..<needed {
+                        guard self.evictLeastRecentlyUsedIdle(except: origin, into: &actions) else { break }
+                    }
+                    host = self.hosts.removeValue(forKey: origin)!
+                }
+                break
+            }
+            let id = self.nextConnectionID
+            self.nextConnectionID += 1
+            host.connecting.insert(id)
+            self.connectionOrigins[id] = origin
+            self.totalConnections += 1
+            actions.append(.createConnection(id: id, origin: origin))
+        }
+        if !host.isEmpty {
+            self.hosts[origin] = host
+        }
+    }
+
+    private mutating func evictLeastRecentlyUsedIdle(except origin: Origin, into actions: inout [PoolAction]) -> Bool {
+        var oldest: (origin: Origin, index: Int, since: NIODeadline)?
+        for (candidate, host) in self.hosts where candidate != origin {
+            for (index, idle) in host.idle.enumerated() where idle.since < (oldest?.since ?? .distantFuture) {
+                oldest = (candidate, index, idle.since)
+            }
+        }
+        guard let oldest else { return false }
+        var host = self.takeHost(oldest.origin)
+        let idle = host.idle.remove(at: oldest.index)
+        self.startClosing(idle.id, in: &host, into: &actions)
+        self.putHost(host, oldest.origin)
+        return true
+    }
+
+    private func anotherOriginNeedsASlot(except origin: Origin) -> Bool {
+        guard let maxTotal = self.limits.maxTotalSockets, self.totalConnections >= maxTotal else { return false }
+        return self.hosts.contains { key, host in
+            key != origin && host.unservedWaiters > 0 && host.total < self.limits.maxSocketsPerHost
+        }
+    }
+
+    private func appendShutdownCompleteIfDone(_ actions: inout [PoolAction]) {
+        if self.isShutdownComplete {
+            actions.append(.shutdownComplete)
+        }
+    }
+}

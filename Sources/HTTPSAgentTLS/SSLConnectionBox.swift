@@ -1,0 +1,247 @@
+internal import COpenSSL
+package import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The result of a handshake or write step.
+package enum TLSStepResult: Sendable {
+    case complete
+    /// OpenSSL needs more bytes from the peer before it can go on.
+    case wantRead
+    case failed(TLSFailure)
+}
+
+/// The result of asking for decrypted bytes.
+package enum TLSReadResult: Sendable {
+    case data(ByteBuffer)
+    /// Every byte fed so far has been decrypted; wait for more.
+    case wantRead
+    /// The peer sent `close_notify`.
+    case closeNotify
+    case failed(TLSFailure)
+}
+
+/// Owns one `SSL` and its pair of memory BIOs.
+///
+/// Used only on one channel's event loop, like the handler that owns it. The handler never calls
+/// OpenSSL; it asks this box and gets Swift results back.
+package final class SSLConnectionBox {
+    private let ssl: OpaquePointer
+    private let bios: MemoryBIOPair
+    /// Keeps the `SSL_CTX` (and the ALPN list its callback reads) alive as long as this `SSL`.
+    package let context: SSLContextBox
+    /// The name or address we connect to, used for SNI and verification (client role only).
+    package let serverHostname: String?
+
+    /// Creates a connection in the role of `context`.
+    ///
+    /// - Parameters:
+    ///   - context: the shared context.
+    ///   - serverHostname: for a client, the host we connect to: a DNS name gets SNI and name
+    ///     verification, an IP literal gets IP verification and no SNI (RFC 6066 §3 forbids it).
+    package init(context: SSLContextBox, serverHostname: String?) throws(TLSSetupError) {
+        OpenSSLErrorQueue.clear()
+        guard let ssl = SSL_new(context.context) else {
+            throw TLSSetupError(operation: "creating an SSL object")
+        }
+        let bios: MemoryBIOPair
+        do {
+            bios = try MemoryBIOPair()
+        } catch {
+            SSL_free(ssl)
+            throw error
+        }
+        SSL_set_bio(ssl, bios.incoming, bios.outgoing)
+        self.ssl = ssl
+        self.bios = bios
+        self.context = context
+        self.serverHostname = serverHostname
+        switch context.options.role {
+        case .client:
+            SSL_set_connect_state(ssl)
+            if let serverHostname {
+                try self.configureServerIdentity(serverHostname)
+            }
+        case .server:
+            SSL_set_accept_state(ssl)
+        }
+    }
+
+    deinit {
+        SSL_free(self.ssl)
+    }
+
+    private func configureServerIdentity(_ host: String) throws(TLSSetupError) {
+        let verifyName = self.context.options.verification == .full
+        if IPAddressLiteral.isIPAddress(host) {
+            if verifyName {
+                guard X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(self.ssl), host) == 1 else {
+                    throw TLSSetupError(operation: "setting the IP address \(host) for verification")
+                }
+            }
+        } else {
+            guard cshim_SSL_set_tlsext_host_name(self.ssl, host) == 1 else {
+                throw TLSSetupError(operation: "setting the SNI name \(host)")
+            }
+            if verifyName {
+                SSL_set_hostflags(self.ssl, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
+                guard SSL_set1_host(self.ssl, host) == 1 else {
+                    throw TLSSetupError(operation: "setting the host name \(host) for verification")
+                }
+            }
+        }
+    }
+
+    // MARK: - Bytes in and out
+
+    /// Hands ciphertext received from the network to OpenSSL.
+    package func feed(_ buffer: ByteBuffer) {
+        self.bios.feed(buffer)
+    }
+
+    /// Ciphertext OpenSSL wants sent to the peer, or `nil`.
+    package func takeOutput(allocator: ByteBufferAllocator) -> ByteBuffer? {
+        self.bios.drain(allocator: allocator)
+    }
+
+    // MARK: - Operations
+
+    /// Advances the handshake with what has been fed so far.
+    package func handshake() -> TLSStepResult {
+        OpenSSLErrorQueue.clear()
+        let result = SSL_do_handshake(self.ssl)
+        if result == 1 {
+            return .complete
+        }
+        switch SSL_get_error(self.ssl, result) {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+            return .wantRead
+        default:
+            return .failed(self.handshakeFailure())
+        }
+    }
+
+    /// Decrypts up to `limit` bytes of what has been fed so far.
+    package func read(allocator: ByteBufferAllocator, limit: Int = 64 * 1024) -> TLSReadResult {
+        var buffer = allocator.buffer(capacity: 16 * 1024)
+        var lastResult: Int32 = 0
+        while buffer.readableBytes < limit {
+            OpenSSLErrorQueue.clear()
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 16 * 1024) { pointer in
+                lastResult = SSL_read(self.ssl, pointer.baseAddress, Int32(min(pointer.count, Int(Int32.max))))
+                return lastResult > 0 ? Int(lastResult) : 0
+            }
+            if lastResult <= 0 { break }
+        }
+        if buffer.readableBytes > 0 {
+            // Report the bytes now; a close_notify or error behind them shows up on the next call.
+            return .data(buffer)
+        }
+        switch SSL_get_error(self.ssl, lastResult) {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+            return .wantRead
+        case SSL_ERROR_ZERO_RETURN:
+            return .closeNotify
+        default:
+            let errors = OpenSSLErrorQueue.drain()
+            return .failed(
+                TLSFailure(
+                    kind: .protocolError,
+                    reason: errors.last?.reason ?? "TLS read failed",
+                    openSSLErrors: errors
+                )
+            )
+        }
+    }
+
+    /// Encrypts `buffer`; the ciphertext is then available from ``takeOutput(allocator:)``.
+    package func write(_ buffer: ByteBuffer) -> TLSStepResult {
+        var failure: TLSFailure?
+        buffer.withUnsafeReadableBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                OpenSSLErrorQueue.clear()
+                let chunk = min(bytes.count - offset, Int(Int32.max))
+                let result = SSL_write(self.ssl, bytes.baseAddress! + offset, Int32(chunk))
+                guard result > 0 else {
+                    let errors = OpenSSLErrorQueue.drain()
+                    failure = TLSFailure(
+                        kind: .protocolError,
+                        reason: errors.last?.reason ?? "TLS write failed",
+                        openSSLErrors: errors
+                    )
+                    return
+                }
+                offset += Int(result)
+            }
+        }
+        return failure.map { .failed($0) } ?? .complete
+    }
+
+    /// Queues our `close_notify` alert. Its bytes are then available from ``takeOutput(allocator:)``.
+    package func shutdown() {
+        OpenSSLErrorQueue.clear()
+        _ = SSL_shutdown(self.ssl)
+        OpenSSLErrorQueue.clear()
+    }
+
+    // MARK: - What was negotiated
+
+    /// What the handshake negotiated; only meaningful after it completed.
+    package var connectionInfo: TLSConnectionInfo {
+        let version = String(cString: SSL_get_version(self.ssl))
+        let cipher = SSL_get_current_cipher(self.ssl).map { String(cString: SSL_CIPHER_get_name($0)) } ?? ""
+        var alpnPointer: UnsafePointer<UInt8>?
+        var alpnLength: UInt32 = 0
+        SSL_get0_alpn_selected(self.ssl, &alpnPointer, &alpnLength)
+        let alpn = alpnPointer.map { String(decoding: UnsafeBufferPointer(start: $0, count: Int(alpnLength)), as: UTF8.self) }
+        var subject: String?
+        if let certificate = cshim_SSL_get_peer_certificate(self.ssl) {
+            defer { X509_free(certificate) }
+            if let line = X509_NAME_oneline(X509_get_subject_name(certificate), nil, 0) {
+                subject = String(cString: line)
+                CRYPTO_free(line, #fileID, #line)
+            }
+        }
+        return TLSConnectionInfo(
+            protocolVersion: version,
+            cipher: cipher,
+            alpn: alpn,
+            sessionReused: SSL_session_reused(self.ssl) == 1,
+            peerSubject: subject
+        )
+    }
+
+    private func handshakeFailure() -> TLSFailure {
+        let errors = OpenSSLErrorQueue.drain()
+        let verifyResult = Int(SSL_get_verify_result(self.ssl))
+        let reason = errors.last?.reason ?? "TLS handshake failed"
+        if verifyResult != Int(X509_V_OK) {
+            let description = String(cString: X509_verify_cert_error_string(verifyResult))
+            return TLSFailure(
+                kind: .certificateVerificationFailed,
+                reason: reason,
+                openSSLErrors: errors,
+                verifyResult: verifyResult,
+                verifyResultDescription: description
+            )
+        }
+        return TLSFailure(kind: .handshakeFailed, reason: reason, openSSLErrors: errors)
+    }
+}
+
+/// Tells IP literals from host names.
+package enum IPAddressLiteral {
+    /// Whether `host` is an IPv4 dotted quad or an IPv6 address (without brackets).
+    package static func isIPAddress(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return host.withCString { name in
+            inet_pton(AF_INET, name, &v4) == 1 || inet_pton(AF_INET6, name, &v6) == 1
+        }
+    }
+}

@@ -1,0 +1,352 @@
+package import HTTPSAgentTLS
+import NIOConcurrencyHelpers
+package import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// An in-process HTTP/1.1 server on loopback, plain or TLS, for tests and the `fetch --demo`.
+///
+/// It counts what a client's claims must be checked against: connections accepted, open now, the most
+/// open at once, requests served, and for TLS full versus resumed handshakes (OpenSSL's
+/// `SSL_session_reused` on the server's side). Every response carries `X-Connection-ID` (the server's
+/// number for the connection, from 1) and `X-Request-Number` (on that connection, from 1), and echoes
+/// a request's `Connection` header as `X-Request-Connection`.
+///
+/// Routes:
+/// - `/` and `/hello`: "hello".
+/// - `/bytes/N`: N bytes with a Content-Length.
+/// - `/chunked/N`: N bytes, chunked.
+/// - `/eof/N`: N bytes ended by closing the connection (no Content-Length, not chunked).
+/// - `/truncate/N`: announces N bytes, sends half, then closes.
+/// - `/delay/MS`: "delayed" after MS milliseconds.
+/// - `/slow/N/MS`: N bytes in 10 pieces spread over MS milliseconds.
+/// - `/close`: "bye" with `Connection: close`, then closes.
+/// - `/http10`: an HTTP/1.0 response without keep-alive.
+/// - `/status/CODE`: an empty response with that status.
+/// - `/echo`: the request body back, with `X-Request-Method`.
+package final class TestHTTPServer: Sendable {
+    /// How the server behaves.
+    package struct Configuration: Sendable {
+        /// TLS server options; `nil` serves plain HTTP.
+        package var tls: TLSContextOptions?
+        /// The address to listen on.
+        package var host: String
+        /// Close a connection that has been idle for this long after a response.
+        package var closeIdleAfter: TimeAmount?
+        /// Close a connection after it served this many requests (with `Connection: close` on the last).
+        package var maxRequestsPerConnection: Int?
+
+        package init(
+            tls: TLSContextOptions? = nil,
+            host: String = "127.0.0.1",
+            closeIdleAfter: TimeAmount? = nil,
+            maxRequestsPerConnection: Int? = nil
+        ) {
+            self.tls = tls
+            self.host = host
+            self.closeIdleAfter = closeIdleAfter
+            self.maxRequestsPerConnection = maxRequestsPerConnection
+        }
+    }
+
+    /// Counters, as the server saw things.
+    package struct Stats: Sendable, Hashable {
+        /// Connections accepted since start.
+        package var accepted = 0
+        /// Connections open now.
+        package var open = 0
+        /// The most connections open at one time.
+        package var maxOpen = 0
+        /// Requests answered.
+        package var requests = 0
+        /// TLS handshakes completed without resumption.
+        package var fullHandshakes = 0
+        /// TLS handshakes that resumed a session.
+        package var resumedHandshakes = 0
+    }
+
+    private let channel: any Channel
+    private let counters: NIOLockedValueBox<Stats>
+    package let configuration: Configuration
+
+    /// The port the server listens on.
+    package let port: Int
+
+    private init(channel: any Channel, counters: NIOLockedValueBox<Stats>, configuration: Configuration) {
+        self.channel = channel
+        self.counters = counters
+        self.configuration = configuration
+        self.port = channel.localAddress?.port ?? 0
+    }
+
+    /// Starts a server on an ephemeral port.
+    package static func start(
+        _ configuration: Configuration = Configuration(),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> TestHTTPServer {
+        let counters = NIOLockedValueBox(Stats())
+        let context = try configuration.tls.map { try SSLContextBox(options: $0) }
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let connectionNumber = counters.withLockedValue { stats in
+                        stats.accepted += 1
+                        stats.open += 1
+                        stats.maxOpen = max(stats.maxOpen, stats.open)
+                        return stats.accepted
+                    }
+                    channel.closeFuture.whenComplete { _ in
+                        counters.withLockedValue { $0.open -= 1 }
+                    }
+                    let sync = channel.pipeline.syncOperations
+                    if let context {
+                        try sync.addHandler(TLSHandler(connection: SSLConnectionBox(context: context, serverHostname: nil)))
+                    }
+                    try sync.addHandler(HTTPResponseEncoder())
+                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+                    try sync.addHandler(
+                        TestServerHandler(
+                            connectionNumber: connectionNumber,
+                            configuration: configuration,
+                            counters: counters
+                        )
+                    )
+                }
+            }
+            .bind(host: configuration.host, port: 0)
+            .get()
+        return TestHTTPServer(channel: channel, counters: counters, configuration: configuration)
+    }
+
+    /// The server's counters now.
+    package var stats: Stats {
+        self.counters.withLockedValue { $0 }
+    }
+
+    /// `https://localhost:PORT` or `http://127.0.0.1:PORT`, depending on TLS.
+    package func url(_ path: String = "/", host: String? = nil) -> String {
+        let scheme = self.configuration.tls == nil ? "http" : "https"
+        let shownHost = host ?? (self.configuration.tls == nil ? self.configuration.host : "localhost")
+        return "\(scheme)://\(shownHost):\(self.port)\(path)"
+    }
+
+    /// Waits until `condition` holds for the stats, polling every 10 ms, for up to `timeout`.
+    /// - Returns: whether the condition held in time.
+    @discardableResult
+    package func waitUntil(timeout: Duration = .seconds(5), _ condition: (Stats) -> Bool) async -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if condition(self.stats) { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return condition(self.stats)
+    }
+
+    /// Stops listening and closes every connection.
+    package func shutdown() async throws {
+        try await self.channel.close()
+    }
+}
+
+/// Answers requests on one server connection.
+final class TestServerHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let connectionNumber: Int
+    private let configuration: TestHTTPServer.Configuration
+    private let counters: NIOLockedValueBox<TestHTTPServer.Stats>
+    private var requestHead: HTTPRequestHead?
+    private var requestBody = ByteBuffer()
+    private var requestsOnConnection = 0
+    private var tlsResumed: Bool?
+    private var requestConnectionHeader: String?
+    private var idleTimer: Scheduled<Void>?
+
+    init(connectionNumber: Int, configuration: TestHTTPServer.Configuration, counters: NIOLockedValueBox<TestHTTPServer.Stats>) {
+        self.connectionNumber = connectionNumber
+        self.configuration = configuration
+        self.counters = counters
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSHandshakeCompletedEvent {
+            self.tlsResumed = event.info.sessionReused
+            self.counters.withLockedValue { stats in
+                if event.info.sessionReused { stats.resumedHandshakes += 1 } else { stats.fullHandshakes += 1 }
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.idleTimer?.cancel()
+            self.requestHead = head
+            self.requestBody.clear()
+        case .body(var buffer):
+            self.requestBody.writeBuffer(&buffer)
+        case .end:
+            guard let head = self.requestHead else { return }
+            self.requestHead = nil
+            self.requestsOnConnection += 1
+            self.counters.withLockedValue { $0.requests += 1 }
+            self.respond(to: head, context: context)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: - Routes
+
+    private func respond(to request: HTTPRequestHead, context: ChannelHandlerContext) {
+        let parts = request.uri.split(separator: "?")[0].split(separator: "/").map(String.init)
+        let route = parts.first ?? ""
+        let number = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+        var lastRequest = !request.isKeepAlive
+        self.requestConnectionHeader = request.headers.first(name: "connection")
+        if let max = self.configuration.maxRequestsPerConnection, self.requestsOnConnection >= max {
+            lastRequest = true
+        }
+        switch route {
+        case "", "hello":
+            self.send(context, body: ByteBuffer(string: "hello"), close: lastRequest)
+        case "bytes":
+            self.send(context, body: Self.payload(number), close: lastRequest)
+        case "chunked":
+            var head = self.head(.ok, close: lastRequest)
+            head.headers.add(name: "Transfer-Encoding", value: "chunked")
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+            var remaining = number
+            while remaining > 0 {
+                let size = min(remaining, 4096)
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(Self.payload(size)))), promise: nil)
+                remaining -= size
+            }
+            self.finish(context, close: lastRequest)
+        case "eof":
+            var head = HTTPResponseHead(version: .http1_1, status: .ok)
+            head.headers.add(name: "Connection", value: "close")
+            self.addCommonHeaders(&head)
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(Self.payload(number)))), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        case "truncate":
+            var head = self.head(.ok, close: true)
+            head.headers.add(name: "Content-Length", value: String(number))
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(Self.payload(number / 2)))))
+                .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        case "delay":
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(number))) {
+                self.send(context, body: ByteBuffer(string: "delayed"), close: lastRequest)
+            }
+        case "slow":
+            let milliseconds = parts.count > 2 ? Int(parts[2]) ?? 0 : 0
+            self.sendSlowly(context, total: number, over: milliseconds, close: lastRequest)
+        case "close":
+            self.send(context, body: ByteBuffer(string: "bye"), close: true)
+        case "http10":
+            var head = HTTPResponseHead(version: .http1_0, status: .ok)
+            let body = ByteBuffer(string: "old")
+            head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+            self.addCommonHeaders(&head)
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        case "status":
+            self.send(context, status: HTTPResponseStatus(statusCode: number), body: ByteBuffer(), close: lastRequest)
+        case "echo":
+            var head = self.head(.ok, close: lastRequest)
+            head.headers.add(name: "X-Request-Method", value: request.method.rawValue)
+            if let encoding = request.headers.first(name: "transfer-encoding") {
+                head.headers.add(name: "X-Request-Transfer-Encoding", value: encoding)
+            }
+            head.headers.add(name: "Content-Length", value: String(self.requestBody.readableBytes))
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(self.requestBody))), promise: nil)
+            self.finish(context, close: lastRequest)
+        default:
+            self.send(context, status: .notFound, body: ByteBuffer(string: "no route \(request.uri)"), close: lastRequest)
+        }
+    }
+
+    // MARK: - Helpers
+
+    private func head(_ status: HTTPResponseStatus, close: Bool) -> HTTPResponseHead {
+        var head = HTTPResponseHead(version: .http1_1, status: status)
+        if close { head.headers.add(name: "Connection", value: "close") }
+        self.addCommonHeaders(&head)
+        return head
+    }
+
+    private func addCommonHeaders(_ head: inout HTTPResponseHead) {
+        head.headers.add(name: "X-Connection-ID", value: String(self.connectionNumber))
+        head.headers.add(name: "X-Request-Number", value: String(self.requestsOnConnection))
+        if let connection = self.requestConnectionHeader {
+            head.headers.add(name: "X-Request-Connection", value: connection)
+        }
+        if let resumed = self.tlsResumed {
+            head.headers.add(name: "X-TLS-Resumed", value: resumed ? "1" : "0")
+        }
+    }
+
+    private func send(_ context: ChannelHandlerContext, status: HTTPResponseStatus = .ok, body: ByteBuffer, close: Bool) {
+        var head = self.head(status, close: close)
+        head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        if body.readableBytes > 0 {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        self.finish(context, close: close)
+    }
+
+    private func sendSlowly(_ context: ChannelHandlerContext, total: Int, over milliseconds: Int, close: Bool) {
+        var head = self.head(.ok, close: close)
+        head.headers.add(name: "Content-Length", value: String(total))
+        context.writeAndFlush(self.wrapOutboundOut(.head(head)), promise: nil)
+        let pieces = 10
+        let loop = context.eventLoop.assumeIsolated()
+        for piece in 0..<pieces {
+            let size = total / pieces + (piece < total % pieces ? 1 : 0)
+            loop.scheduleTask(in: .milliseconds(Int64(milliseconds * (piece + 1) / pieces))) {
+                context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(Self.payload(size)))), promise: nil)
+                if piece == pieces - 1 {
+                    self.finish(context, close: close)
+                }
+            }
+        }
+    }
+
+    private func finish(_ context: ChannelHandlerContext, close: Bool) {
+        let written = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
+        if close {
+            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        } else if let idle = self.configuration.closeIdleAfter {
+            self.idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idle) {
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    /// `count` bytes of a repeating alphabet, so truncation and reordering are visible.
+    static func payload(_ count: Int) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(count)
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz".utf8)
+        for index in 0..<max(count, 0) {
+            buffer.writeInteger(alphabet[index % alphabet.count])
+        }
+        return buffer
+    }
+}

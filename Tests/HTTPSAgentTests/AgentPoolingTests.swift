@@ -1,0 +1,109 @@
+import HTTPSAgent
+import HTTPSAgentTestSupport
+import HTTPTypes
+import NIOCore
+import Testing
+
+@Suite("Agent pooling against a real TLS server")
+struct AgentPoolingTests {
+    let environment: TestEnvironment
+
+    init() throws {
+        self.environment = try TestEnvironment()
+    }
+
+    @Test func hundredSequentialGetsUseOneConnection() async throws {
+        try await withAgent(environment.configuration(), server: environment.tlsServer()) { agent, server in
+            for index in 0..<100 {
+                let response = try await agent.get(server.url("/bytes/100"))
+                #expect(response.status == .ok)
+                #expect(try await response.body.collect(upTo: 1000).readableBytes == 100)
+                #expect(response.connection.isReused == (index > 0))
+                #expect(response.serverConnectionID == 1, "request \(index)")
+                #expect(response.connection.tls?.version == "TLSv1.3")
+            }
+            #expect(server.stats.accepted == 1)
+            #expect(server.stats.requests == 100)
+            #expect(server.stats.fullHandshakes == 1)
+        }
+    }
+
+    @Test func concurrentRequestsNeverExceedMaxSocketsPerHost() async throws {
+        let configuration = environment.configuration(maxSocketsPerHost: 4)
+        try await withAgent(configuration, server: environment.tlsServer()) { agent, server in
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for task in 0..<50 {
+                    group.addTask {
+                        var ok = 0
+                        for request in 0..<4 {
+                            let path = (task + request) % 3 == 0 ? "/delay/5" : "/bytes/512"
+                            let response = try await agent.get(server.url(path))
+                            _ = try await response.body.collect(upTo: 4096)
+                            if response.status == .ok { ok += 1 }
+                        }
+                        return ok
+                    }
+                }
+                let succeeded = try await group.reduce(0, +)
+                #expect(succeeded == 200)
+            }
+            #expect(server.stats.requests == 200)
+            #expect(server.stats.maxOpen <= 4)
+            #expect(server.stats.accepted <= 4)
+        }
+    }
+
+    @Test func maxFreeSocketsAndIdleTimeoutLimitWhatStaysOpen() async throws {
+        let configuration = environment.configuration(
+            maxSocketsPerHost: 8,
+            maxFreeSocketsPerHost: 2,
+            idleTimeout: .milliseconds(300)
+        )
+        try await withAgent(configuration, server: environment.tlsServer()) { agent, server in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        let response = try await agent.get(server.url("/delay/100"))
+                        _ = try await response.text()
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(server.stats.maxOpen == 8)
+            // The six sockets beyond maxFreeSocketsPerHost are closed as they are released.
+            #expect(await server.waitUntil { $0.open <= 2 })
+            #expect(agent.stats.origins.first?.free ?? 0 <= 2)
+            // After the idle timeout none is left, on either side.
+            #expect(await server.waitUntil { $0.open == 0 })
+            #expect(agent.stats.totalConnections == 0)
+        }
+    }
+
+    @Test func serverClosingAnIdleConnectionDoesNotFailTheNextRequest() async throws {
+        let server = try await environment.tlsServer(closeIdleAfter: .milliseconds(50))
+        try await withAgent(environment.configuration(), server: server) { agent, server in
+            let first = try await agent.get(server.url("/hello"))
+            #expect(try await first.text() == "hello")
+            #expect(await server.waitUntil { $0.open == 0 })
+            let second = try await agent.get(server.url("/hello"))
+            #expect(try await second.text() == "hello")
+            #expect(second.connection.isReused == false)
+            #expect(server.stats.accepted == 2)
+        }
+    }
+
+    @Test func keepAliveOffOpensAConnectionPerRequest() async throws {
+        try await withAgent(environment.configuration(keepAlive: false), server: environment.tlsServer()) {
+            agent,
+            server in
+            for _ in 0..<5 {
+                let response = try await agent.get(server.url("/hello"))
+                #expect(try await response.text() == "hello")
+                #expect(response.headerFields[HTTPField.Name("X-Request-Connection")!] == "close")
+                #expect(response.connection.isReused == false)
+            }
+            #expect(server.stats.accepted == 5)
+            #expect(await server.waitUntil { $0.open == 0 })
+        }
+    }
+}

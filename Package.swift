@@ -18,7 +18,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
-        .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.5.0"),
     ],
     targets: [
         .systemLibrary(
@@ -90,6 +89,7 @@ let package = Package(
             name: "HTTPSAgentTests",
             dependencies: [
                 "HTTPSAgent",
+                "fetch",  // built for the CLI tests, which run the binary
                 "HTTPSAgentTLS",
                 "HTTPSAgentTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -138,7 +138,10 @@ package final class CertificateAuthority: @unchecked Sendable {
             issuerKey: issuerKey ?? key
         )
         defer { X509_free(certificate) }
-        return PEMCertificateAndKey(certificatePEM: Self.pem(certificate: certificate), privateKeyPEM: Self.pem(key: key))
+        return PEMCertificateAndKey(
+            certificatePEM: Self.pem(certificate: certificate),
+            privateKeyPEM: Self.pem(key: key)
+        )
     }
 
     private static func generateKey() throws(TLSSetupError) -> OpaquePointer {

@@ -198,7 +198,9 @@ package final class SSLConnectionBox {
         var alpnPointer: UnsafePointer<UInt8>?
         var alpnLength: UInt32 = 0
         SSL_get0_alpn_selected(self.ssl, &alpnPointer, &alpnLength)
-        let alpn = alpnPointer.map { String(decoding: UnsafeBufferPointer(start: $0, count: Int(alpnLength)), as: UTF8.self) }
+        let alpn = alpnPointer.map {
+            String(decoding: UnsafeBufferPointer(start: $0, count: Int(alpnLength)), as: UTF8.self)
+        }
         var subject: String?
         if let certificate = cshim_SSL_get_peer_certificate(self.ssl) {
             defer { X509_free(certificate) }

@@ -90,7 +90,8 @@ package final class SSLContextBox: @unchecked Sendable {
         let options = self.options
         if let roots = options.trustRoots {
             try self.loadTrustRoots(roots)
-            let mode = options.verification == .none ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+            let mode =
+                options.verification == .none ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
             SSL_CTX_set_verify(self.context, mode, nil)
         } else {
             SSL_CTX_set_verify(self.context, SSL_VERIFY_NONE, nil)
@@ -161,7 +162,7 @@ package final class SSLContextBox: @unchecked Sendable {
             }
         case .pem(.bytes(let bytes)):
             let certificates = try PEMReader.certificates(bytes, what: "the trust roots")
-            defer { certificates.forEach { X509_free($0) } }
+            defer { for certificate in certificates { X509_free(certificate) } }
             let store = SSL_CTX_get_cert_store(self.context)
             for certificate in certificates where X509_STORE_add_cert(store, certificate) != 1 {
                 throw TLSSetupError(operation: "adding a trust root")
@@ -177,11 +178,12 @@ package final class SSLContextBox: @unchecked Sendable {
             }
         case .bytes(let bytes):
             let certificates = try PEMReader.certificates(bytes, what: "the certificate chain")
-            defer { certificates.forEach { X509_free($0) } }
+            defer { for certificate in certificates { X509_free(certificate) } }
             guard SSL_CTX_use_certificate(self.context, certificates[0]) == 1 else {
                 throw TLSSetupError(operation: "using the certificate")
             }
-            for intermediate in certificates.dropFirst() where cshim_SSL_CTX_add1_chain_cert(self.context, intermediate) != 1 {
+            for intermediate in certificates.dropFirst()
+            where cshim_SSL_CTX_add1_chain_cert(self.context, intermediate) != 1 {
                 throw TLSSetupError(operation: "adding an intermediate certificate")
             }
         }

@@ -302,7 +302,8 @@ package final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         for promise in promises { promise.fail(error) }
     }
 
-    private static func combine(_ promises: [EventLoopPromise<Void>], on loop: any EventLoop) -> EventLoopPromise<Void>? {
+    private static func combine(_ promises: [EventLoopPromise<Void>], on loop: any EventLoop) -> EventLoopPromise<Void>?
+    {
         switch promises.count {
         case 0:
             return nil

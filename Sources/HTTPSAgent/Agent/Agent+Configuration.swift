@@ -24,8 +24,10 @@ extension Agent {
         /// Whether connections are kept open for further requests. `false` sends `Connection: close` and
         /// closes each connection after its response. Node: `keepAlive`. Default: `true`.
         public var keepAlive: Bool
-        /// How long a request may wait for a connection when its origin is at ``maxSocketsPerHost``;
-        /// `nil` (the default) waits as long as it takes. Expiry fails with
+        /// How long a request may wait for a connection once it is queued because its origin is at
+        /// ``maxSocketsPerHost`` (or the Agent at ``maxTotalSockets``); `nil` (the default) waits as long as
+        /// it takes. A request for which a connection is being opened at once is bounded by
+        /// ``connectTimeout`` and ``tlsHandshakeTimeout`` instead. Expiry fails with
         /// ``AgentError/Code/poolWaitTimeout``.
         public var poolWaitTimeout: TimeAmount?
         /// How long a TCP connect to one address may take. Default: 10 seconds.

@@ -53,8 +53,11 @@ public final class Agent: Sendable {
     /// The body streams afterwards: read it from ``AgentResponse/body``. The connection returns to the
     /// pool when the whole body has been received.
     ///
-    /// A request that finds its pooled connection already closed, before any byte was written, is sent
-    /// again on another connection; nothing else is retried.
+    /// When a reused connection turns out to have been closed by the server before any response byte
+    /// came back, the request is sent again on another connection if that is safe: if no byte of it was
+    /// written, or if it is idempotent (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`, or any request
+    /// with an `Idempotency-Key` header) and its body is in memory. A failure on a new connection is never
+    /// retried, nor is anything after response bytes arrived.
     ///
     /// - Parameters:
     ///   - request: method, scheme, authority, path and header fields.
@@ -78,8 +81,10 @@ public final class Agent: Sendable {
             port: prepared.target.port,
             tls: prepared.target.scheme == .https ? self.configuration.tls : nil
         )
-        // A reused connection can turn out to be closed before we wrote to it (the server closed it
-        // while it sat idle). Nothing was sent, so trying another connection is safe for any method.
+        // A pooled connection can turn out to be closed by the server (it idled out) just as we use
+        // it. If nothing reached the server, or the request is idempotent and no response byte came
+        // back, sending it again on another connection is safe. A failure on a new connection is
+        // never retried, so this ends after the pooled connections run out.
         var attempts = 0
         while true {
             attempts += 1
@@ -87,11 +92,14 @@ public final class Agent: Sendable {
             do {
                 let received = try await lease.connection.execute(prepared, id: lease.requestID)
                 return AgentResponse(received, lease: lease)
-            } catch let error as AgentError
-                where lease.reused && !error.requestMayHaveBeenSent && error.code == .connectionClosed
-                && attempts <= self.configuration.maxSocketsPerHost
-            {
-                continue
+            } catch var error as AgentError where lease.reused && error.code == .connectionClosed {
+                if prepared.isSafeToResend(after: error) && attempts <= self.configuration.maxSocketsPerHost {
+                    continue
+                }
+                if error.requestMayHaveBeenSent {
+                    error.message += "; not sent again: \(prepared.whyNotResendable)"
+                }
+                throw error
             }
         }
     }
@@ -137,11 +145,10 @@ extension AgentResponse {
             }
         }
         let status = HTTPResponse.Status(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase)
-        let expectedLength = head.headers.first(name: "content-length").flatMap { Int($0) }
         let connection = lease.connection
         self.init(
             head: HTTPResponse(status: status, headerFields: fields),
-            body: ResponseBody(stream: received.body, expectedLength: expectedLength),
+            body: ResponseBody(stream: received.body, expectedLength: received.bodyLength),
             connection: ConnectionInfo(
                 id: connection.id,
                 isReused: lease.reused,

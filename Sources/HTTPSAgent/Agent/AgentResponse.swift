@@ -19,7 +19,9 @@ public struct AgentResponse: Sendable {
 public struct ConnectionInfo: Sendable, Hashable {
     /// A number unique among the Agent's connections, in the order they were opened (from 1).
     public var id: Int
-    /// Whether the connection had carried an earlier request (it came from the pool's free list).
+    /// Whether the connection came from the pool's free list: it was open before this request, so the
+    /// request paid for no DNS lookup, TCP connect or TLS handshake. Usually it carried an earlier
+    /// request; it may also have been opened for a request that was cancelled before using it.
     public var isReused: Bool
     /// The server's address, e.g. "127.0.0.1" or "::1", if known.
     public var remoteAddress: String?

@@ -125,7 +125,11 @@ struct Connector: Sendable {
 
     // MARK: - TLS
 
-    private func handshake(on channel: any Channel, origin: Origin, configuration: TLSConfiguration) async throws
+    private func handshake(
+        on channel: any Channel,
+        origin: Origin,
+        configuration: TLSConfiguration
+    ) async throws
         -> TLSInfo
     {
         let context: SSLContextBox
@@ -143,7 +147,15 @@ struct Connector: Sendable {
             port: origin.port,
             message: "the TLS handshake did not complete within \(timeout.seconds) s"
         )
-        try await channel.eventLoop.submit {
+        let closedEarly = AgentError(
+            code: .tlsHandshakeFailed,
+            phase: .tlsHandshake,
+            host: origin.host,
+            port: origin.port,
+            message: "the server closed the connection during the TLS handshake"
+        )
+        let installed = channel.eventLoop.submit {
+            guard channel.isActive else { throw closedEarly }
             // The SSL object lives on the channel's event loop from birth.
             let connection: SSLConnectionBox
             do throws(TLSSetupError) {
@@ -159,7 +171,10 @@ struct Connector: Sendable {
             try channel.pipeline.syncOperations.addHandler(
                 TLSHandler(connection: connection, handshakePromise: promise)
             )
-        }.get()
+        }
+        // If the handler never made it into the pipeline, nothing else will complete the promise.
+        installed.cascadeFailure(to: promise)
+        try await installed.get()
         do {
             let info = try await withTaskCancellationHandler {
                 try await promise.futureResult.get()

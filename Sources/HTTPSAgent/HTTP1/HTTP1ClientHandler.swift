@@ -14,7 +14,9 @@ protocol HTTP1ConnectionDelegate: Sendable {
 struct ReceivedHead: Sendable {
     var head: HTTPResponseHead
     var body: ResponseBodyStream
-    var closeDelimited: Bool
+    /// The body's length if known before reading it: 0 for HEAD, 1xx, 204 and 304, else the
+    /// Content-Length, if any.
+    var bodyLength: Int?
 }
 
 /// Runs HTTP/1.1 exchanges on one channel, below ``HTTP1Connection`` and above NIO's HTTP codec.
@@ -92,12 +94,19 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         }
     }
 
-    func writeBodyPart(_ buffer: ByteBuffer, id: UInt64, promise: EventLoopPromise<Void>) {
+    /// Writes a piece of a streamed body; `isLast` also ends the request.
+    func writeBodyPart(_ buffer: ByteBuffer, id: UInt64, isLast: Bool, promise: EventLoopPromise<Void>) {
         guard let context = self.context, self.machine.acceptsRequestBody(id: id) else {
             promise.fail(ChannelError.ioOnClosedChannel)
             return
         }
-        context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: promise)
+        if isLast {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: promise)
+            self.run(self.machine.requestFullyWritten(id: id))
+        } else {
+            context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: promise)
+        }
     }
 
     func finishRequestBody(id: UInt64, promise: EventLoopPromise<Void>) {
@@ -135,7 +144,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         case .head(let head):
             let closeDelimited = !self.currentRequestIsHead && Self.isCloseDelimited(head)
             switch self.machine.responseHeadReceived(keepAlive: head.isKeepAlive, closeDelimited: closeDelimited) {
-            case .deliverHead(let closeDelimited):
+            case .deliverHead:
                 let stream = ResponseBodyStream(
                     producer: self.producer!,
                     requestID: self.currentRequestID,
@@ -145,7 +154,11 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                 self.stream = stream
                 let promise = self.headPromise
                 self.headPromise = nil
-                promise?.succeed(ReceivedHead(head: head, body: stream, closeDelimited: closeDelimited))
+                let hasNoBody =
+                    self.currentRequestIsHead || head.status.code < 200 || head.status.code == 204
+                    || head.status.code == 304
+                let length = hasNoBody ? 0 : head.headers.first(name: "content-length").flatMap { Int($0) }
+                promise?.succeed(ReceivedHead(head: head, body: stream, bodyLength: length))
             case let action:
                 self.run(action)
             }
@@ -256,10 +269,19 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             return error
         case .error(let error):
             if let failure = error as? TLSFailure, failure.kind == .uncleanShutdown {
-                return self.error(.connectionClosed, .responseHead, "the server closed the connection before responding")
+                return self.error(
+                    .connectionClosed,
+                    .responseHead,
+                    "the server closed the connection before responding"
+                )
             }
             if Self.isMalformed(error) {
-                return self.error(.malformedResponse, .responseHead, "the response is not valid HTTP/1.1", underlying: error)
+                return self.error(
+                    .malformedResponse,
+                    .responseHead,
+                    "the response is not valid HTTP/1.1",
+                    underlying: error
+                )
             }
             return self.error(
                 .connectionClosed,
@@ -273,7 +295,11 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     private func bodyError(_ failure: HTTP1ConnectionStateMachine.Failure, closeDelimited: Bool) -> AgentError {
         switch failure {
         case .closed:
-            return self.error(.responseBodyTruncated, .responseBody, "the connection closed before the body was complete")
+            return self.error(
+                .responseBodyTruncated,
+                .responseBody,
+                "the connection closed before the body was complete"
+            )
         case .cancelled:
             return self.error(.cancelled, .responseBody, "reading the response body was cancelled")
         case .shutdown:
@@ -303,9 +329,19 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                 )
             }
             if Self.isMalformed(error) {
-                return self.error(.malformedResponse, .responseBody, "the response body is not valid HTTP/1.1", underlying: error)
+                return self.error(
+                    .malformedResponse,
+                    .responseBody,
+                    "the response body is not valid HTTP/1.1",
+                    underlying: error
+                )
             }
-            return self.error(.responseBodyTruncated, .responseBody, "the connection failed during the body", underlying: error)
+            return self.error(
+                .responseBodyTruncated,
+                .responseBody,
+                "the connection failed during the body",
+                underlying: error
+            )
         }
     }
 

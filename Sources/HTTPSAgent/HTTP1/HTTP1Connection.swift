@@ -63,13 +63,18 @@ final class HTTP1Connection: Sendable {
                     return
                 }
                 guard chunk.readableBytes > 0 else { continue }
+                // With a declared length the server may answer as soon as the last byte arrives, so the
+                // request is marked complete in the same event-loop turn that writes that byte.
+                let isLast = sent == length
                 let written = self.eventLoop.makePromise(of: Void.self)
-                self.eventLoop.execute { handler.value.writeBodyPart(chunk, id: requestID, promise: written) }
+                self.eventLoop.execute {
+                    handler.value.writeBodyPart(chunk, id: requestID, isLast: isLast, promise: written)
+                }
                 try await written.futureResult.get()
+                if isLast { return }
             }
-        } catch let error as ChannelError {
-            _ = error  // the connection is gone; the response head promise carries the reason
-            return
+        } catch is ChannelError {
+            return  // the connection is gone; the response head promise carries the reason
         } catch {
             if error is AgentError || error is CancellationError { return }
             self.failBody(

@@ -9,6 +9,9 @@ struct PreparedRequest: Sendable {
     var body: RequestBody?
     /// Whether this request lets the connection be reused afterwards.
     var keepAlive: Bool
+    /// Whether sending the request twice has the same effect as sending it once (RFC 9110 §9.2.2),
+    /// by its method or an `Idempotency-Key` header.
+    var isIdempotent: Bool
 
     /// - Parameters:
     ///   - request: the caller's request.
@@ -67,6 +70,36 @@ struct PreparedRequest: Sendable {
         self.head = HTTPRequestHead(version: .http1_1, method: method, uri: request.path ?? "/", headers: headers)
         self.body = body
         self.keepAlive = keepAlive
+        self.isIdempotent =
+            Self.idempotentMethods.contains(request.method)
+            || request.headerFields.contains { $0.name.canonicalName == "idempotency-key" }
+    }
+
+    private static let idempotentMethods: Set<HTTPRequest.Method> = [.get, .head, .options, .trace, .put, .delete]
+
+    /// Whether the body can be sent again: it is in memory (a stream has been consumed).
+    var hasReplayableBody: Bool {
+        if case .stream = self.body?.storage { return false }
+        return true
+    }
+
+    /// Whether resending after `error` on a reused connection is safe: nothing was sent, or the request
+    /// is idempotent, replayable, and the connection closed before any response byte.
+    func isSafeToResend(after error: AgentError) -> Bool {
+        guard error.code == .connectionClosed else { return false }
+        if !error.requestMayHaveBeenSent { return true }
+        return error.phase == .responseHead && self.isIdempotent && self.hasReplayableBody
+    }
+
+    /// Why a request that may have reached the server is not resent, for the error message.
+    var whyNotResendable: String {
+        if !self.isIdempotent {
+            return "\(self.head.method.rawValue) is not idempotent (add an Idempotency-Key header to allow it)"
+        }
+        if !self.hasReplayableBody {
+            return "its streamed body cannot be replayed"
+        }
+        return "the connection failed after the request was sent"
     }
 
     /// Methods whose requests carry a body, so an empty one is sent as `Content-Length: 0`.

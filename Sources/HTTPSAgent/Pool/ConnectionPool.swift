@@ -270,7 +270,13 @@ final class ConnectionPool: Sendable {
         let port = origin.port
         switch failure {
         case .shutdown:
-            return AgentError(code: .shutdown, phase: .poolWait, host: host, port: port, message: "the Agent is shut down")
+            return AgentError(
+                code: .shutdown,
+                phase: .poolWait,
+                host: host,
+                port: port,
+                message: "the Agent is shut down"
+            )
         case .waitTimeout:
             return AgentError(
                 code: .poolWaitTimeout,

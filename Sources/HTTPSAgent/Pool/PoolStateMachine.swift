@@ -68,10 +68,12 @@ struct PoolStateMachine {
         self.hosts[origin] = host
         self.waiterOrigins[request] = origin
         var actions: [PoolAction] = []
-        if let timeout = self.limits.poolWaitTimeout {
+        self.dialForWaiters(of: origin, into: &actions)
+        // Dials serve waiters in order, so if any waiter is left without a dial, it is this newest one:
+        // it waits at a limit, and only then does the wait timeout apply.
+        if let timeout = self.limits.poolWaitTimeout, (self.hosts[origin]?.unservedWaiters ?? 0) > 0 {
             actions.append(.scheduleWaitTimer(request: request, deadline: now + timeout))
         }
-        self.dialForWaiters(of: origin, into: &actions)
         return actions
     }
 
@@ -345,11 +347,15 @@ struct PoolStateMachine {
         return true
     }
 
+    /// Whether other origins wait at the global limit for more slots than connections already closing
+    /// will free.
     private func anotherOriginNeedsASlot(except origin: Origin) -> Bool {
         guard let maxTotal = self.limits.maxTotalSockets, self.totalConnections >= maxTotal else { return false }
-        return self.hosts.contains { key, host in
-            key != origin && host.unservedWaiters > 0 && host.total < self.limits.maxSocketsPerHost
+        var needed = 0
+        for (key, host) in self.hosts where key != origin {
+            needed += max(0, min(host.unservedWaiters, self.limits.maxSocketsPerHost - host.total))
         }
+        return needed > self.totalClosing
     }
 
     private func appendShutdownCompleteIfDone(_ actions: inout [PoolAction]) {

@@ -24,6 +24,8 @@ import NIOPosix
 /// - `/http10`: an HTTP/1.0 response without keep-alive.
 /// - `/status/CODE`: an empty response with that status.
 /// - `/echo`: the request body back, with `X-Request-Method`.
+///
+/// `HEAD` is answered without a body on `/`, `/hello`, `/bytes/N`, `/close` and `/status/CODE`.
 package final class TestHTTPServer: Sendable {
     /// How the server behaves.
     package struct Configuration: Sendable {
@@ -102,7 +104,9 @@ package final class TestHTTPServer: Sendable {
                     }
                     let sync = channel.pipeline.syncOperations
                     if let context {
-                        try sync.addHandler(TLSHandler(connection: SSLConnectionBox(context: context, serverHostname: nil)))
+                        try sync.addHandler(
+                            TLSHandler(connection: SSLConnectionBox(context: context, serverHostname: nil))
+                        )
                     }
                     try sync.addHandler(HTTPResponseEncoder())
                     try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
@@ -133,9 +137,11 @@ package final class TestHTTPServer: Sendable {
     }
 
     /// Waits until `condition` holds for the stats, polling every 10 ms, for up to `timeout`.
+    ///
+    /// The timeout only bounds a failing wait; a generous one keeps tests stable on a loaded machine.
     /// - Returns: whether the condition held in time.
     @discardableResult
-    package func waitUntil(timeout: Duration = .seconds(5), _ condition: (Stats) -> Bool) async -> Bool {
+    package func waitUntil(timeout: Duration = .seconds(30), _ condition: (Stats) -> Bool) async -> Bool {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         while clock.now < deadline {
@@ -164,9 +170,15 @@ final class TestServerHandler: ChannelInboundHandler {
     private var requestsOnConnection = 0
     private var tlsResumed: Bool?
     private var requestConnectionHeader: String?
+    /// A HEAD response carries the GET response's headers and no body.
+    private var respondingToHead = false
     private var idleTimer: Scheduled<Void>?
 
-    init(connectionNumber: Int, configuration: TestHTTPServer.Configuration, counters: NIOLockedValueBox<TestHTTPServer.Stats>) {
+    init(
+        connectionNumber: Int,
+        configuration: TestHTTPServer.Configuration,
+        counters: NIOLockedValueBox<TestHTTPServer.Stats>
+    ) {
         self.connectionNumber = connectionNumber
         self.configuration = configuration
         self.counters = counters
@@ -209,6 +221,7 @@ final class TestServerHandler: ChannelInboundHandler {
         let parts = request.uri.split(separator: "?")[0].split(separator: "/").map(String.init)
         let route = parts.first ?? ""
         let number = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+        self.respondingToHead = request.method == .HEAD
         var lastRequest = !request.isKeepAlive
         self.requestConnectionHeader = request.headers.first(name: "connection")
         if let max = self.configuration.maxRequestsPerConnection, self.requestsOnConnection >= max {
@@ -223,11 +236,11 @@ final class TestServerHandler: ChannelInboundHandler {
             var head = self.head(.ok, close: lastRequest)
             head.headers.add(name: "Transfer-Encoding", value: "chunked")
             context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-            var remaining = number
-            while remaining > 0 {
-                let size = min(remaining, 4096)
-                context.write(self.wrapOutboundOut(.body(.byteBuffer(Self.payload(size)))), promise: nil)
-                remaining -= size
+            var sent = 0
+            while sent < number {
+                let size = min(number - sent, 4096)
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(Self.payload(size, offset: sent)))), promise: nil)
+                sent += size
             }
             self.finish(context, close: lastRequest)
         case "eof":
@@ -277,7 +290,12 @@ final class TestServerHandler: ChannelInboundHandler {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(self.requestBody))), promise: nil)
             self.finish(context, close: lastRequest)
         default:
-            self.send(context, status: .notFound, body: ByteBuffer(string: "no route \(request.uri)"), close: lastRequest)
+            self.send(
+                context,
+                status: .notFound,
+                body: ByteBuffer(string: "no route \(request.uri)"),
+                close: lastRequest
+            )
         }
     }
 
@@ -301,11 +319,12 @@ final class TestServerHandler: ChannelInboundHandler {
         }
     }
 
-    private func send(_ context: ChannelHandlerContext, status: HTTPResponseStatus = .ok, body: ByteBuffer, close: Bool) {
+    private func send(_ context: ChannelHandlerContext, status: HTTPResponseStatus = .ok, body: ByteBuffer, close: Bool)
+    {
         var head = self.head(status, close: close)
         head.headers.add(name: "Content-Length", value: String(body.readableBytes))
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        if body.readableBytes > 0 {
+        if body.readableBytes > 0 && !self.respondingToHead {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
         self.finish(context, close: close)
@@ -317,10 +336,14 @@ final class TestServerHandler: ChannelInboundHandler {
         context.writeAndFlush(self.wrapOutboundOut(.head(head)), promise: nil)
         let pieces = 10
         let loop = context.eventLoop.assumeIsolated()
+        var offset = 0
         for piece in 0..<pieces {
             let size = total / pieces + (piece < total % pieces ? 1 : 0)
+            let pieceOffset = offset
+            offset += size
             loop.scheduleTask(in: .milliseconds(Int64(milliseconds * (piece + 1) / pieces))) {
-                context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(Self.payload(size)))), promise: nil)
+                let bytes = Self.payload(size, offset: pieceOffset)
+                context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
                 if piece == pieces - 1 {
                     self.finish(context, close: close)
                 }
@@ -339,14 +362,25 @@ final class TestServerHandler: ChannelInboundHandler {
         }
     }
 
-    /// `count` bytes of a repeating alphabet, so truncation and reordering are visible.
-    static func payload(_ count: Int) -> ByteBuffer {
+    /// `count` bytes of a repeating alphabet starting at `offset`, so truncation and reordering are visible.
+    static func payload(_ count: Int, offset: Int = 0) -> ByteBuffer {
         var buffer = ByteBuffer()
+        guard count > 0 else { return buffer }
         buffer.reserveCapacity(count)
-        let alphabet = Array("abcdefghijklmnopqrstuvwxyz".utf8)
-        for index in 0..<max(count, 0) {
-            buffer.writeInteger(alphabet[index % alphabet.count])
+        let start = offset % 26
+        let pattern = Self.pattern
+        var remaining = count
+        var position = start
+        while remaining > 0 {
+            let take = min(remaining, pattern.count - position)
+            buffer.writeBytes(pattern[position..<(position + take)])
+            remaining -= take
+            position = (position + take) % 26
         }
         return buffer
     }
+
+    /// The alphabet repeated to a size that makes large payloads cheap to build.
+    private static let pattern: [UInt8] = Array(repeating: Array("abcdefghijklmnopqrstuvwxyz".utf8), count: 2520)
+        .flatMap { $0 }
 }

@@ -107,3 +107,66 @@ struct AgentPoolingTests {
         }
     }
 }
+
+@Suite("A pooled connection the server closed just as it is reused")
+struct StaleConnectionTests {
+    static let keepAliveResponse = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    @Test func idempotentRequestIsSentAgainOnANewConnection() async throws {
+        let server = try await ScriptedTCPServer.start(.answerFirstThenDropSecond(response: Self.keepAliveResponse))
+        let agent = Agent()
+        let url = "http://127.0.0.1:\(server.port)/"
+        #expect(try await agent.get(url).text() == "ok")
+        #expect(await AgentLifecycleTests.waitFor { agent.stats.origins.first?.free == 1 })
+        // The server reads this request on the pooled connection and closes it without a response.
+        let second = try await agent.get(url)
+        #expect(try await second.text() == "ok")
+        #expect(second.connection.isReused == false)
+        #expect(server.accepted == 2)
+        #expect(server.requestsReceived == 3)  // first, the dropped one, and the resent one
+        await agent.shutdown()
+        try await server.shutdown()
+    }
+
+    @Test func nonIdempotentRequestIsNotSentAgainAndTheErrorSaysWhy() async throws {
+        let server = try await ScriptedTCPServer.start(.answerFirstThenDropSecond(response: Self.keepAliveResponse))
+        let agent = Agent()
+        let url = "http://127.0.0.1:\(server.port)/"
+        #expect(try await agent.get(url).text() == "ok")
+        #expect(await AgentLifecycleTests.waitFor { agent.stats.origins.first?.free == 1 })
+        await #expect {
+            _ = try await agent.execute(HTTPRequest(method: .post, url: url), body: .string("x"))
+        } throws: { error in
+            guard let error = error as? AgentError else { return false }
+            return error.code == .connectionClosed && error.requestMayHaveBeenSent
+                && error.message.contains("POST is not idempotent")
+        }
+        #expect(server.accepted == 1)
+        #expect(server.requestsReceived == 2)
+
+        // With an Idempotency-Key the caller vouches for it, and it is resent.
+        #expect(try await agent.get(url).text() == "ok")  // a fresh pooled connection again
+        #expect(await AgentLifecycleTests.waitFor { agent.stats.origins.first?.free == 1 })
+        let keyed = try HTTPRequest(
+            method: .post,
+            url: url,
+            headerFields: [HTTPField.Name("Idempotency-Key")!: "abc-123"]
+        )
+        let response = try await agent.execute(keyed, body: .string("x"))
+        #expect(try await response.text() == "ok")
+        await agent.shutdown()
+        try await server.shutdown()
+    }
+
+    @Test func serverThatClosesIdleConnectionsRightAwayNeverFailsAGet() async throws {
+        let environment = try TestEnvironment()
+        let server = try await environment.tlsServer(closeIdleAfter: .milliseconds(1))
+        try await withAgent(environment.configuration(), server: server) { agent, server in
+            for index in 0..<40 {
+                if index % 2 == 1 { try await Task.sleep(for: .milliseconds(1)) }
+                let response = try await agent.get(server.url("/hello"))
+                #expect(try await response.text() == "hello")
+            }
+        }
+    }
+}

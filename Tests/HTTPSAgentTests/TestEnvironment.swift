@@ -67,6 +67,7 @@ extension AgentResponse {
 }
 
 /// Runs `body` with a started Agent and server, shutting both down afterwards whatever happens.
+@discardableResult
 func withAgent<Result>(
     _ configuration: Agent.Configuration,
     server: TestHTTPServer,

@@ -1,0 +1,84 @@
+import Foundation
+
+/// `openssl s_server` as a subprocess on loopback: an independent TLS server to test against.
+///
+/// With `-www` it answers `GET /` with a page that starts with "New, TLSv1.3, Cipher is …" or
+/// "Reused, …": the server's own word on whether the session was resumed.
+package final class OpenSSLServer: @unchecked Sendable {
+    /// Why a test that needs `openssl` is skipped here, or `nil` when the binary is there.
+    package static var unavailableReason: String? {
+        OpenSSLServer.executable == nil ? "the openssl command is not installed (apt-get install -y openssl)" : nil
+    }
+
+    /// Whether tests must not skip: on CI a missing server is a failure.
+    package static var isCI: Bool {
+        ProcessInfo.processInfo.environment["CI"] == "true"
+    }
+
+    private static let executable: String? = {
+        for directory in ["/usr/bin", "/usr/local/bin", "/bin"] {
+            let path = directory + "/openssl"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return nil
+    }()
+
+    private let process: Process
+    /// The port it accepted on.
+    package let port: Int
+
+    /// Starts `openssl s_server -accept 127.0.0.1:0` with `arguments` and waits for its ACCEPT line.
+    ///
+    /// - Throws: when `openssl` is missing or does not start listening within 10 seconds.
+    package init(arguments: [String]) throws {
+        guard let executable = Self.executable else {
+            throw StartError(description: Self.unavailableReason ?? "openssl not found")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["s_server", "-accept", "127.0.0.1:0"] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = Pipe()
+        try process.run()
+        let reader = output.fileHandleForReading
+        var text = ""
+        let deadline = Date().addingTimeInterval(10)
+        var port: Int?
+        while port == nil && Date() < deadline && process.isRunning {
+            let data = reader.availableData
+            if data.isEmpty { break }
+            text += String(decoding: data, as: UTF8.self)
+            for line in text.split(separator: "\n") where line.hasPrefix("ACCEPT") {
+                port = line.split(separator: ":").last.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            }
+        }
+        guard let port else {
+            process.terminate()
+            throw StartError(description: "openssl s_server did not start listening: \(text)")
+        }
+        // Keep draining its output so that it never blocks on a full pipe.
+        reader.readabilityHandler = { handle in _ = handle.availableData }
+        self.process = process
+        self.port = port
+    }
+
+    struct StartError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Stops the server.
+    package func stop() {
+        guard self.process.isRunning else { return }
+        // SIGKILL, then poll: Foundation's waitUntilExit can hang on Linux when called off the main thread.
+        kill(self.process.processIdentifier, SIGKILL)
+        for _ in 0..<200 where self.process.isRunning {
+            usleep(10_000)
+        }
+    }
+
+    deinit {
+        self.stop()
+    }
+}

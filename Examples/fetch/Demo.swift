@@ -1,0 +1,130 @@
+import HTTPSAgent
+import HTTPSAgentTestSupport
+import HTTPTypes
+import NIOCore
+
+/// `fetch --demo`: starts a local HTTPS server with a test CA made at start, then shows what the Agent
+/// does: keep-alive reuse, queueing at `maxSocketsPerHost`, and new connections when keep-alive is off,
+/// checked against the server's own counts.
+struct Demo {
+    let color: Bool
+
+    func run() async throws {
+        let certificates = try TestCertificates()
+        let server = try await TestHTTPServer.start(.init(tls: certificates.serverOptions()))
+        do {
+            try await self.show(server: server, tls: TLSConfiguration(trustRoots: .pem(certificates.caPEM)))
+        } catch {
+            try? await server.shutdown()
+            throw error
+        }
+        try await server.shutdown()
+    }
+
+    private func show(server: TestHTTPServer, tls: TLSConfiguration) async throws {
+        self.title("swift-https-agent demo")
+        self.line("Local HTTPS server: \(server.url("/")) (certificate from a test CA made just now)")
+        self.line("")
+
+        self.heading("1. Keep-alive: five requests in a row, one Agent")
+        let keepAlive = Agent(configuration: .init(maxSocketsPerHost: 2, tls: tls))
+        for _ in 0..<5 {
+            try await self.fetch(keepAlive, server.url("/hello"))
+        }
+        self.note("One TLS handshake; the next four requests reuse its connection.")
+        self.line("")
+
+        self.heading("2. Queueing: six requests at once, maxSocketsPerHost = 2, server answers after 100 ms")
+        let snapshot = try await withThrowingTaskGroup(of: Row.self) { group in
+            for _ in 0..<6 {
+                group.addTask { try await Self.timedGet(keepAlive, server.url("/delay/100")) }
+            }
+            try await Task.sleep(for: .milliseconds(40))
+            let stats = keepAlive.stats["https://localhost:\(server.port)"]
+            var rows: [Row] = []
+            for try await row in group { rows.append(row) }
+            for row in rows.sorted(by: { $0.elapsed < $1.elapsed }) { self.print(row) }
+            return stats
+        }
+        if let snapshot {
+            self.note(
+                "40 ms in, the pool had \(snapshot.active) active and \(snapshot.waiting) waiting; "
+                    + "requests wait in FIFO order for a free connection."
+            )
+        }
+        self.line("")
+        await keepAlive.shutdown()
+
+        self.heading("3. keepAlive off: every request opens (and closes) its own connection")
+        let noKeepAlive = Agent(configuration: .init(keepAlive: false, tls: tls))
+        for _ in 0..<3 {
+            try await self.fetch(noKeepAlive, server.url("/hello"))
+        }
+        await noKeepAlive.shutdown()
+        self.line("")
+
+        let stats = server.stats
+        self.heading("Summary, as counted by the server")
+        self.line("  requests served:        \(stats.requests)")
+        self.line("  connections accepted:   \(stats.accepted)  (most open at once: \(stats.maxOpen))")
+        self.line("  TLS handshakes:         \(stats.fullHandshakes) full, \(stats.resumedHandshakes) resumed")
+    }
+
+    // MARK: - Requests
+
+    struct Row: Sendable {
+        var path: String
+        var status: Int
+        var connection: ConnectionInfo
+        var elapsed: Duration
+    }
+
+    private func fetch(_ agent: Agent, _ url: String) async throws {
+        self.print(try await Self.timedGet(agent, url))
+    }
+
+    private static func timedGet(_ agent: Agent, _ url: String) async throws -> Row {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let response = try await agent.get(url)
+        _ = try await response.body.collect(upTo: 1 << 20)
+        let path = "/" + url.split(separator: "/", maxSplits: 3).dropFirst(2).joined(separator: "/")
+        return Row(
+            path: path.isEmpty ? "/" : path,
+            status: response.status.code,
+            connection: response.connection,
+            elapsed: clock.now - start
+        )
+    }
+
+    // MARK: - Output
+
+    private func print(_ row: Row) {
+        let reuse =
+            row.connection.isReused
+            ? self.paint("reused", code: "32") : self.paint("new   ", code: "33")
+        var text = "  GET \(row.path.padding(to: 11)) \(row.status)  connection #\(row.connection.id)  \(reuse)"
+        if let tls = row.connection.tls, !row.connection.isReused {
+            text += "  \(tls.version) \(tls.cipher)"
+        } else {
+            text += "".padding(to: 32)
+        }
+        text += "  \(Terminal.milliseconds(row.elapsed))"
+        self.line(text)
+    }
+
+    private func title(_ text: String) { self.line(self.paint(text, code: "1")) }
+    private func heading(_ text: String) { self.line(self.paint(text, code: "1")) }
+    private func note(_ text: String) { self.line(self.paint("  " + text, code: "2")) }
+    private func line(_ text: String) { Swift.print(text) }
+
+    private func paint(_ text: String, code: String) -> String {
+        self.color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text
+    }
+}
+
+extension String {
+    fileprivate func padding(to width: Int) -> String {
+        self.count >= width ? self : self + String(repeating: " ", count: width - self.count)
+    }
+}

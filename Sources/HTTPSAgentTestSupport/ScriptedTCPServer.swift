@@ -14,9 +14,12 @@ package final class ScriptedTCPServer: Sendable {
         /// Waits for the first bytes, sends `reply`, then closes if `close`.
         case reply(String, close: Bool)
         /// Answers the first request on each connection with `response` (which should keep the
-        /// connection alive), then reads the second request and closes without answering: the
-        /// keep-alive race, made deterministic.
-        case answerFirstThenDropSecond(response: String)
+        /// connection alive), then reads the second request, writes `partial` (default: nothing) and
+        /// closes: the keep-alive race, made deterministic.
+        case answerFirstThenDropSecond(response: String, partial: String = "")
+        /// Answers every request with `response`, and 50 ms after the first answer writes `unsolicited`
+        /// to the then idle connection.
+        case answerThenSendUnsolicited(response: String, unsolicited: String)
     }
 
     private let channel: any Channel
@@ -57,10 +60,24 @@ package final class ScriptedTCPServer: Sendable {
                     return channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ReplyHandler(reply: text, close: close))
                     }
-                case .answerFirstThenDropSecond(let response):
+                case .answerFirstThenDropSecond(let response, let partial):
                     return channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
-                            DropSecondHandler(response: response, requests: requests)
+                            RequestCountingHandler(
+                                response: response,
+                                requests: requests,
+                                second: .drop(partial: partial)
+                            )
+                        )
+                    }
+                case .answerThenSendUnsolicited(let response, let unsolicited):
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            RequestCountingHandler(
+                                response: response,
+                                requests: requests,
+                                second: .answerAndSendUnsolicited(unsolicited)
+                            )
                         )
                     }
                 }
@@ -98,18 +115,27 @@ private final class ReplyHandler: ChannelInboundHandler {
     }
 }
 
-private final class DropSecondHandler: ChannelInboundHandler {
+private final class RequestCountingHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    enum Second {
+        /// Write `partial` and close instead of answering the second request.
+        case drop(partial: String)
+        /// Answer every request; 50 ms after the first answer, write these bytes unasked.
+        case answerAndSendUnsolicited(String)
+    }
+
     let response: String
     let requests: NIOLockedValueBox<Int>
+    let second: Second
     var received = ""
     var answered = 0
 
-    init(response: String, requests: NIOLockedValueBox<Int>) {
+    init(response: String, requests: NIOLockedValueBox<Int>, second: Second) {
         self.response = response
         self.requests = requests
+        self.second = second
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -119,11 +145,18 @@ private final class DropSecondHandler: ChannelInboundHandler {
             self.received.removeSubrange(..<end.upperBound)
             self.requests.withLockedValue { $0 += 1 }
             self.answered += 1
-            if self.answered == 1 {
-                context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: self.response)), promise: nil)
-            } else {
-                context.close(promise: nil)
+            switch self.second {
+            case .drop(let partial) where self.answered > 1:
+                let written = context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: partial)))
+                written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
                 return
+            case .drop, .answerAndSendUnsolicited:
+                context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: self.response)), promise: nil)
+            }
+            if case .answerAndSendUnsolicited(let bytes) = self.second, self.answered == 1 {
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(50)) {
+                    context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: bytes)), promise: nil)
+                }
             }
         }
     }

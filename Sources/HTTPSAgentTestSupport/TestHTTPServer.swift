@@ -24,6 +24,8 @@ import NIOPosix
 /// - `/http10`: an HTTP/1.0 response without keep-alive.
 /// - `/status/CODE`: an empty response with that status.
 /// - `/echo`: the request body back, with `X-Request-Method`.
+/// - `/stream-echo`: answers at once (chunked) and echoes each piece of the body as it arrives.
+/// - `/reject-upload`: answers 413 and closes as soon as the request head arrives, body unread.
 ///
 /// `HEAD` is answered without a body on `/`, `/hello`, `/bytes/N`, `/close` and `/status/CODE`.
 package final class TestHTTPServer: Sendable {
@@ -170,6 +172,7 @@ final class TestServerHandler: ChannelInboundHandler {
     private var requestsOnConnection = 0
     private var tlsResumed: Bool?
     private var requestConnectionHeader: String?
+    private var streamingEcho = false
     /// A HEAD response carries the GET response's headers and no body.
     private var respondingToHead = false
     private var idleTimer: Scheduled<Void>?
@@ -200,14 +203,35 @@ final class TestServerHandler: ChannelInboundHandler {
             self.idleTimer?.cancel()
             self.requestHead = head
             self.requestBody.clear()
+            self.streamingEcho = head.uri.hasPrefix("/stream-echo")
+            if self.streamingEcho {
+                // Answer at once and echo each piece as it arrives: the response runs while we upload.
+                var response = self.head(.ok, close: false)
+                response.headers.add(name: "Transfer-Encoding", value: "chunked")
+                context.writeAndFlush(self.wrapOutboundOut(.head(response)), promise: nil)
+            } else if head.uri.hasPrefix("/reject-upload") {
+                // Refuse before reading the body, and close, as servers do for too-large uploads.
+                self.requestHead = nil
+                self.counters.withLockedValue { $0.requests += 1 }
+                self.send(context, status: .payloadTooLarge, body: ByteBuffer(string: "too large"), close: true)
+            }
         case .body(var buffer):
-            self.requestBody.writeBuffer(&buffer)
+            if self.streamingEcho {
+                context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            } else {
+                self.requestBody.writeBuffer(&buffer)
+            }
         case .end:
             guard let head = self.requestHead else { return }
             self.requestHead = nil
             self.requestsOnConnection += 1
             self.counters.withLockedValue { $0.requests += 1 }
-            self.respond(to: head, context: context)
+            if self.streamingEcho {
+                self.streamingEcho = false
+                self.finish(context, close: !head.isKeepAlive)
+            } else {
+                self.respond(to: head, context: context)
+            }
         }
     }
 

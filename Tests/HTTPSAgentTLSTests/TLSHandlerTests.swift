@@ -29,6 +29,24 @@ struct TLSHandlerTests {
         #expect(try BackToBack.received(pair.client) == "and back")
     }
 
+    @Test func largeWritesArriveWholeAndInOrder() throws {
+        let pair = try BackToBack(client: pki.clientOptions(), server: pki.serverOptions(), host: "localhost")
+        try pair.connect()
+        var payload = ByteBuffer()
+        for index in 0..<(1 << 20) {
+            payload.writeInteger(UInt8(truncatingIfNeeded: index &* 31))
+        }
+        // One pump delivers it all at once: reads stop at their size limit and must resume, not fail.
+        try pair.server.writeAndFlush(payload).wait()
+        try pair.pump()
+        var received = ByteBuffer()
+        while var chunk = try pair.client.readInbound(as: ByteBuffer.self) {
+            received.writeBuffer(&chunk)
+        }
+        #expect(received == payload)
+        #expect(pair.caughtErrors.isEmpty)
+    }
+
     @Test func writesBeforeTheHandshakeAreSentAfterIt() throws {
         let pair = try BackToBack(client: pki.clientOptions(), server: pki.serverOptions(), host: "localhost")
         _ = try pair.server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

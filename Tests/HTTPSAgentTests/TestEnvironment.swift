@@ -19,10 +19,10 @@ struct TestEnvironment {
         maxSocketsPerHost: Int = 10,
         maxFreeSocketsPerHost: Int = 10,
         maxTotalSockets: Int? = nil,
-        idleTimeout: TimeAmount? = .seconds(30),
+        idleTimeout: Duration? = .seconds(30),
         freeSocketScheduling: FreeSocketScheduling = .lifo,
         keepAlive: Bool = true,
-        poolWaitTimeout: TimeAmount? = nil
+        poolWaitTimeout: Duration? = nil
     ) -> Agent.Configuration {
         Agent.Configuration(
             maxSocketsPerHost: maxSocketsPerHost,

@@ -1,4 +1,4 @@
-public import NIOCore
+import NIOCore
 
 extension Agent {
     /// How an ``Agent`` pools connections and sets up TLS.
@@ -18,7 +18,7 @@ extension Agent {
         public var maxTotalSockets: Int?
         /// How long a free socket stays open unused before it is closed; `nil` keeps it until the server
         /// closes it. Node: the `timeout` of a free socket. Default: 30 seconds.
-        public var idleTimeout: TimeAmount?
+        public var idleTimeout: Duration?
         /// Which free socket the next request gets. Default: ``FreeSocketScheduling/lifo``. Node: `scheduling`.
         public var freeSocketScheduling: FreeSocketScheduling
         /// Whether connections are kept open for further requests. `false` sends `Connection: close` and
@@ -29,11 +29,11 @@ extension Agent {
         /// it takes. A request for which a connection is being opened at once is bounded by
         /// ``connectTimeout`` and ``tlsHandshakeTimeout`` instead. Expiry fails with
         /// ``AgentError/Code/poolWaitTimeout``.
-        public var poolWaitTimeout: TimeAmount?
+        public var poolWaitTimeout: Duration?
         /// How long a TCP connect to one address may take. Default: 10 seconds.
-        public var connectTimeout: TimeAmount
+        public var connectTimeout: Duration
         /// How long the TLS handshake may take. Default: 10 seconds.
-        public var tlsHandshakeTimeout: TimeAmount
+        public var tlsHandshakeTimeout: Duration
         /// TLS settings for `https` requests. Default: verify against the system trust store.
         public var tls: TLSConfiguration
 
@@ -42,12 +42,12 @@ extension Agent {
             maxSocketsPerHost: Int = 10,
             maxFreeSocketsPerHost: Int = 10,
             maxTotalSockets: Int? = nil,
-            idleTimeout: TimeAmount? = .seconds(30),
+            idleTimeout: Duration? = .seconds(30),
             freeSocketScheduling: FreeSocketScheduling = .lifo,
             keepAlive: Bool = true,
-            poolWaitTimeout: TimeAmount? = nil,
-            connectTimeout: TimeAmount = .seconds(10),
-            tlsHandshakeTimeout: TimeAmount = .seconds(10),
+            poolWaitTimeout: Duration? = nil,
+            connectTimeout: Duration = .seconds(10),
+            tlsHandshakeTimeout: Duration = .seconds(10),
             tls: TLSConfiguration = TLSConfiguration()
         ) {
             self.maxSocketsPerHost = maxSocketsPerHost
@@ -68,9 +68,9 @@ extension Agent {
                 // Without keep-alive nothing is ever free.
                 maxFreeSocketsPerHost: self.keepAlive ? self.maxFreeSocketsPerHost : 0,
                 maxTotalSockets: self.maxTotalSockets,
-                idleTimeout: self.idleTimeout,
+                idleTimeout: self.idleTimeout.map { TimeAmount($0) },
                 scheduling: self.freeSocketScheduling,
-                poolWaitTimeout: self.poolWaitTimeout
+                poolWaitTimeout: self.poolWaitTimeout.map { TimeAmount($0) }
             )
         }
     }

@@ -42,8 +42,8 @@ public final class Agent: Sendable {
             group: eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton,
             resolver: SystemResolver(),
             contexts: SSLContextCache(),
-            connectTimeout: configuration.connectTimeout,
-            tlsHandshakeTimeout: configuration.tlsHandshakeTimeout
+            connectTimeout: TimeAmount(configuration.connectTimeout),
+            tlsHandshakeTimeout: TimeAmount(configuration.tlsHandshakeTimeout)
         )
         self.pool = ConnectionPool(limits: configuration.poolLimits, connector: connector)
     }
@@ -89,6 +89,18 @@ public final class Agent: Sendable {
         while true {
             attempts += 1
             let lease = try await self.pool.lease(origin)
+            if Task.isCancelled {
+                // Cancelled while the lease was being granted: hand the connection back unused rather
+                // than send a request nobody waits for.
+                self.pool.connectionReleased(lease.connection.id)
+                throw AgentError(
+                    code: .cancelled,
+                    phase: .poolWait,
+                    host: origin.host,
+                    port: origin.port,
+                    message: "the request was cancelled while waiting for a connection"
+                )
+            }
             do {
                 let received = try await lease.connection.execute(prepared, id: lease.requestID)
                 return AgentResponse(received, lease: lease)
@@ -117,6 +129,7 @@ public final class Agent: Sendable {
         let origins = self.pool.snapshot.map { origin, host in
             AgentStats.OriginStats(
                 origin: origin.description,
+                tls: origin.tls,
                 connecting: host.connecting.count,
                 active: host.leased.count,
                 free: host.idle.count,

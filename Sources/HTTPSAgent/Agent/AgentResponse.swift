@@ -9,6 +9,13 @@ public struct AgentResponse: Sendable {
     /// The connection that carried the request.
     public var connection: ConnectionInfo
 
+    /// Creates a response, e.g. to stand in for the Agent in a test.
+    public init(head: HTTPResponse, body: ResponseBody, connection: ConnectionInfo) {
+        self.head = head
+        self.body = body
+        self.connection = connection
+    }
+
     /// The response status.
     public var status: HTTPResponse.Status { self.head.status }
     /// The response header fields.
@@ -29,6 +36,15 @@ public struct ConnectionInfo: Sendable, Hashable {
     public var remotePort: Int?
     /// What the TLS handshake negotiated; `nil` for `http`.
     public var tls: TLSInfo?
+
+    /// Creates connection facts, e.g. to stand in for the Agent in a test.
+    public init(id: Int, isReused: Bool, remoteAddress: String? = nil, remotePort: Int? = nil, tls: TLSInfo? = nil) {
+        self.id = id
+        self.isReused = isReused
+        self.remoteAddress = remoteAddress
+        self.remotePort = remotePort
+        self.tls = tls
+    }
 }
 
 /// What a TLS handshake negotiated.
@@ -41,4 +57,12 @@ public struct TLSInfo: Sendable, Hashable {
     public var alpn: String?
     /// Whether the handshake resumed an earlier TLS session instead of doing a full handshake.
     public var sessionResumed: Bool
+
+    /// Creates TLS facts, e.g. to stand in for the Agent in a test.
+    public init(version: String, cipher: String, alpn: String? = nil, sessionResumed: Bool = false) {
+        self.version = version
+        self.cipher = cipher
+        self.alpn = alpn
+        self.sessionResumed = sessionResumed
+    }
 }

@@ -4,6 +4,9 @@ public struct AgentStats: Sendable, Hashable {
     public struct OriginStats: Sendable, Hashable {
         /// "https://example.com:443".
         public var origin: String
+        /// The TLS configuration of this origin's connections; `nil` for `http`. An Agent can hold
+        /// several pools for one host and port, one per configuration.
+        public var tls: TLSConfiguration?
         /// Connections being opened (DNS, connect, TLS).
         public var connecting: Int
         /// Connections carrying a request.
@@ -24,7 +27,8 @@ public struct AgentStats: Sendable, Hashable {
         self.origins.reduce(0) { $0 + $1.connecting + $1.active + $1.free + $1.closing }
     }
 
-    /// The stats of one origin, e.g. `"https://localhost:8443"`.
+    /// The stats of one origin, e.g. `"https://localhost:8443"`; the first if several TLS
+    /// configurations are in use for it.
     public subscript(origin: String) -> OriginStats? {
         self.origins.first { $0.origin == origin }
     }

@@ -37,6 +37,16 @@ public struct ResponseBody: AsyncSequence, Sendable {
         self.expectedLength = expectedLength
     }
 
+    /// A body that yields `bytes` and ends, e.g. to stand in for the Agent in a test.
+    public init(bytes: ByteBuffer) {
+        let stream = ResponseBodyStream(producer: NoProducer(), requestID: 0, host: "", port: 0)
+        if bytes.readableBytes > 0 {
+            _ = stream.yield(bytes)
+        }
+        stream.finish(nil)
+        self.init(stream: stream, expectedLength: bytes.readableBytes)
+    }
+
     /// Iterates the body's buffers.
     public struct AsyncIterator: AsyncIteratorProtocol {
         let handle: Handle
@@ -72,17 +82,20 @@ public struct ResponseBody: AsyncSequence, Sendable {
     /// - Throws: ``AgentError`` with code ``AgentError/Code/responseBodyTooLarge`` when the body is longer
     ///   than `maxBytes` (its connection is closed), or any error of ``AsyncIterator/next()``.
     public func collect(upTo maxBytes: Int) async throws -> ByteBuffer {
-        if let expected = self.expectedLength, expected > maxBytes {
+        // A ByteBuffer holds at most 4 GiB; a larger limit means "as much as fits".
+        let limit = Swift.min(maxBytes, Int(UInt32.max))
+        if let expected = self.expectedLength, expected > limit {
             self.handle.stream.consumerGone()
             throw self.tooLarge(maxBytes)
         }
         var result = ByteBuffer()
         if let expected = self.expectedLength {
-            result.reserveCapacity(expected)
+            // The server's claim alone is not worth a large allocation; the buffer grows as bytes arrive.
+            result.reserveCapacity(Swift.min(expected, Self.largestUpfrontReservation))
         }
         var iterator = self.makeAsyncIterator()
         while var chunk = try await iterator.next() {
-            guard result.readableBytes + chunk.readableBytes <= maxBytes else {
+            guard result.readableBytes + chunk.readableBytes <= limit else {
                 self.handle.stream.consumerGone()
                 throw self.tooLarge(maxBytes)
             }
@@ -95,6 +108,8 @@ public struct ResponseBody: AsyncSequence, Sendable {
         return result
     }
 
+    private static let largestUpfrontReservation = 1 << 20
+
     private func tooLarge(_ maxBytes: Int) -> AgentError {
         AgentError(
             code: .responseBodyTooLarge,
@@ -104,4 +119,10 @@ public struct ResponseBody: AsyncSequence, Sendable {
             message: "the response body is larger than the \(maxBytes) bytes allowed"
         )
     }
+}
+
+/// The producer of a body that is complete from the start.
+private struct NoProducer: ResponseBodyProducer {
+    func resumeReading(request: UInt64) {}
+    func abandon(request: UInt64) {}
 }

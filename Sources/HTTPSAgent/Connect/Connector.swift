@@ -271,6 +271,7 @@ struct Connector: Sendable {
             let handler = HTTP1ClientHandler(connectionID: id, host: origin.host, port: origin.port, delegate: delegate)
             let sync = channel.pipeline.syncOperations
             let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop)
+            try sync.addHandler(UnsolicitedByteGuard(watch: handler.watch))
             try sync.addHandler(HTTPRequestEncoder())
             try sync.addHandler(ByteToMessageHandler(decoder))
             try sync.addHandler(handler)

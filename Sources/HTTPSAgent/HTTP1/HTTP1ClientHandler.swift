@@ -44,6 +44,11 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     private var stream: ResponseBodyStream?
     private var readsPaused = false
     private var pendingRead = false
+    /// The task streaming the current request's body, if any.
+    private var upload: Task<Void, Never>?
+    /// Shared with the ``UnsolicitedByteGuard`` below the decoder: whether a response is expected, and
+    /// how many raw bytes of it arrived.
+    let watch = ResponseByteWatch()
 
     init(connectionID: Int, host: String, port: Int, delegate: any HTTP1ConnectionDelegate) {
         self.connectionID = connectionID
@@ -64,16 +69,27 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
 
     // MARK: - Requests (called on the event loop by HTTP1Connection)
 
-    func startRequest(_ request: PreparedRequest, id: UInt64, promise: EventLoopPromise<ReceivedHead>) {
+    /// Writes the request head (and an in-memory body) if the connection can take it.
+    ///
+    /// `startedPromise` succeeds once the head is written, so a streamed body is read only from then on;
+    /// if the connection cannot take the request, both promises fail with nothing written.
+    func startRequest(
+        _ request: PreparedRequest,
+        id: UInt64,
+        headPromise: EventLoopPromise<ReceivedHead>,
+        startedPromise: EventLoopPromise<Void>
+    ) {
         guard let context = self.context else {
-            promise.fail(self.notSentError())
+            headPromise.fail(self.notSentError())
+            startedPromise.fail(self.notSentError())
             return
         }
         switch self.machine.requestStarted(id: id, keepAlive: request.keepAlive) {
         case .writeRequest:
             self.currentRequestID = id
             self.currentRequestIsHead = request.head.method == .HEAD
-            self.headPromise = promise
+            self.headPromise = headPromise
+            self.watch.requestStarted()
             context.write(self.wrapOutboundOut(.head(request.head)), promise: nil)
             switch request.body?.storage {
             case .stream:
@@ -87,10 +103,22 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                 context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
                 self.run(self.machine.requestFullyWritten(id: id))
             }
+            startedPromise.succeed()
         case .rejectRequest:
-            promise.fail(self.notSentError())
+            headPromise.fail(self.notSentError())
+            startedPromise.fail(self.notSentError())
         default:
             preconditionFailure("unexpected action for a new request")
+        }
+    }
+
+    /// Ties the task uploading request `id`'s body to the exchange: it is cancelled when the exchange
+    /// ends (response complete, failure, abandonment), or at once if it already has.
+    func attachUpload(_ upload: Task<Void, Never>, id: UInt64) {
+        if self.machine.isCurrent(id: id) {
+            self.upload = upload
+        } else {
+            upload.cancel()
         }
     }
 
@@ -143,7 +171,9 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             let closeDelimited = !self.currentRequestIsHead && Self.isCloseDelimited(head)
-            switch self.machine.responseHeadReceived(keepAlive: head.isKeepAlive, closeDelimited: closeDelimited) {
+            // After a 101 the decoder stops parsing and the bytes belong to another protocol: never reuse.
+            let keepAlive = head.isKeepAlive && head.status.code != 101
+            switch self.machine.responseHeadReceived(keepAlive: keepAlive, closeDelimited: closeDelimited) {
             case .deliverHead:
                 let stream = ResponseBodyStream(
                     producer: self.producer!,
@@ -224,6 +254,9 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     }
 
     private func exchangeEnded(_ then: HTTP1ConnectionStateMachine.Then) {
+        self.watch.exchangeEnded()
+        self.upload?.cancel()
+        self.upload = nil
         switch then {
         case .release:
             // Keep reading while idle, so that a close by the server is noticed at once.
@@ -258,6 +291,14 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     }
 
     private func headError(_ failure: HTTP1ConnectionStateMachine.Failure) -> AgentError {
+        if self.watch.responseBytes > 0, Self.isCloseOrUncleanShutdown(failure) {
+            // Part of a head arrived: the server did respond, so this is no "closed before responding".
+            return self.error(
+                .malformedResponse,
+                .responseHead,
+                "the connection closed in the middle of the response head (\(self.watch.responseBytes) bytes)"
+            )
+        }
         switch failure {
         case .closed:
             return self.error(.connectionClosed, .responseHead, "the server closed the connection before responding")
@@ -363,8 +404,20 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         )
     }
 
+    private static func isCloseOrUncleanShutdown(_ failure: HTTP1ConnectionStateMachine.Failure) -> Bool {
+        switch failure {
+        case .closed:
+            return true
+        case .error(let error):
+            return (error as? TLSFailure)?.kind == .uncleanShutdown || (error as? HTTPParserError) == .invalidEOFState
+        case .cancelled, .requestBody, .shutdown:
+            return false
+        }
+    }
+
     private static func isMalformed(_ error: any Error) -> Bool {
         error is HTTPParserError || error is NIOHTTPDecoderError || error is ByteToMessageDecoderError
+            || error is UnsolicitedBytesError
     }
 
     /// A response whose body ends when the connection does: no Content-Length, not chunked, and a

@@ -30,21 +30,30 @@ final class HTTP1Connection: Sendable {
 
     /// Sends `request` and waits for the response head.
     ///
-    /// A streamed request body is sent from the calling task. Cancelling the task abandons the request
-    /// and closes the connection.
+    /// A streamed request body is read from its sequence only once the request head has been written,
+    /// by a task of its own, so that a server answering before the upload ends (or answering while it
+    /// reads, like an echo) gets its response read. That task ends with the exchange. Cancelling the
+    /// calling task abandons the request and closes the connection.
     ///
     /// - Returns: the response head and the stream its body arrives on.
+    /// - Throws: ``AgentError``; ``AgentError/requestMayHaveBeenSent`` is `false` when the connection was
+    ///   closed before anything was written (and a streamed body was not read from).
     func execute(_ request: PreparedRequest, id requestID: UInt64) async throws -> ReceivedHead {
-        let promise = self.eventLoop.makePromise(of: ReceivedHead.self)
+        let head = self.eventLoop.makePromise(of: ReceivedHead.self)
+        let started = self.eventLoop.makePromise(of: Void.self)
         let handler = self.handler
         self.eventLoop.execute {
-            handler.value.startRequest(request, id: requestID, promise: promise)
+            handler.value.startRequest(request, id: requestID, headPromise: head, startedPromise: started)
         }
         return try await withTaskCancellationHandler {
+            try await started.futureResult.get()
             if case .stream(let length, let makeSource) = request.body?.storage {
-                await self.sendBody(source: makeSource(), length: length, requestID: requestID)
+                let upload = Task {
+                    await self.sendBody(source: makeSource(), length: length, requestID: requestID)
+                }
+                self.eventLoop.execute { handler.value.attachUpload(upload, id: requestID) }
             }
-            return try await promise.futureResult.get()
+            return try await head.futureResult.get()
         } onCancel: {
             self.eventLoop.execute { handler.value.abandon(id: requestID) }
         }
@@ -56,7 +65,7 @@ final class HTTP1Connection: Sendable {
         var sent = 0
         do {
             while let chunk = try await source.next() {
-                if Task.isCancelled { return }
+                if Task.isCancelled { return }  // the exchange ended
                 sent += chunk.readableBytes
                 if let length, sent > length {
                     self.failBody(requestID: requestID, self.lengthMismatch(declared: length, sent: sent, more: true))
@@ -76,7 +85,7 @@ final class HTTP1Connection: Sendable {
         } catch is ChannelError {
             return  // the connection is gone; the response head promise carries the reason
         } catch {
-            if error is AgentError || error is CancellationError { return }
+            if error is AgentError || error is CancellationError || Task.isCancelled { return }
             self.failBody(
                 requestID: requestID,
                 AgentError(

@@ -19,6 +19,15 @@ struct PreparedRequest: Sendable {
     ///   - agentKeepAlive: the Agent's keep-alive setting; `false` sends `Connection: close`.
     init(_ request: HTTPRequest, body: RequestBody?, agentKeepAlive: Bool) throws(AgentError) {
         let target = try RequestTarget(request)
+        if request.method == .connect {
+            throw AgentError(
+                code: .invalidRequest,
+                phase: .request,
+                host: target.host,
+                port: target.port,
+                message: "CONNECT (tunnelling) is not supported"
+            )
+        }
         var headers = HTTPHeaders()
         headers.reserveCapacity(request.headerFields.count + 3)
         headers.add(name: "Host", value: target.hostHeader)

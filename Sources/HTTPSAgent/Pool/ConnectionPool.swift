@@ -236,11 +236,15 @@ final class ConnectionPool: Sendable {
                 self.connectionFailed(id, error: Self.asAgentError(error, origin: origin))
             }
         }
-        self.state.withLockedValue { state in
+        let cancelNow = self.state.withLockedValue { state in
             // A fast dial may already be done; only keep the task while it can still be cancelled.
-            if state.machine.isConnecting(id) {
-                state.dials[id] = task
-            }
+            guard state.machine.isConnecting(id) else { return false }
+            state.dials[id] = task
+            // A shutdown that began after this dial was decided did not see its task.
+            return state.machine.isShuttingDown
+        }
+        if cancelNow {
+            task.cancel()
         }
     }
 

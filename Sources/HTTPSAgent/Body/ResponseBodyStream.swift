@@ -122,18 +122,21 @@ final class ResponseBodyStream: Sendable {
         }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer?, any Error>) in
-                let (outcome, mustAbandon): (Immediate, Bool) = self.state.withLockedValue { state in
+                let (outcome, mustAbandon, mustResume): (Immediate, Bool, Bool) = self.state.withLockedValue {
+                    state in
                     if Task.isCancelled {
                         // The cancellation handler may have run before the continuation was stored.
-                        return (.failure(self.cancelledError), self.abandonLocked(&state))
+                        return (.failure(self.cancelledError), self.abandonLocked(&state), false)
                     }
-                    let (immediate, _) = self.takeBuffered(&state)
+                    // A yield may have filled the buffer (and paused the producer) since the first look.
+                    let (immediate, resume) = self.takeBuffered(&state)
                     if case .wait = immediate {
                         state.waiter = continuation
                     }
-                    return (immediate, false)
+                    return (immediate, false, resume)
                 }
                 if mustAbandon { self.producer.abandon(request: self.requestID) }
+                if mustResume { self.producer.resumeReading(request: self.requestID) }
                 switch outcome {
                 case .value(let buffer): continuation.resume(returning: buffer)
                 case .failure(let error): continuation.resume(throwing: error)

@@ -41,7 +41,16 @@ struct PreparedRequest: Sendable {
             case .transferEncoding:
                 continue  // framing is ours to decide
             case .contentLength:
-                declaredLength = Int(field.value)
+                guard let length = Self.parseLength(field.value) else {
+                    throw AgentError(
+                        code: .invalidRequest,
+                        phase: .request,
+                        host: target.host,
+                        port: target.port,
+                        message: "invalid Content-Length \"\(field.value)\""
+                    )
+                }
+                declaredLength = length
                 continue
             case .connection:
                 if field.value.lowercased().contains("close") { keepAlive = false }
@@ -74,9 +83,20 @@ struct PreparedRequest: Sendable {
             }
         }
 
+        let path = request.path ?? "/"
+        guard Self.isValidRequestTarget(path, method: request.method) else {
+            throw AgentError(
+                code: .invalidRequest,
+                phase: .request,
+                host: target.host,
+                port: target.port,
+                message:
+                    "invalid path \"\(path)\": it must start with \"/\" and contain no spaces or control characters"
+            )
+        }
         let method = HTTPMethod(rawValue: request.method.rawValue)
         self.target = target
-        self.head = HTTPRequestHead(version: .http1_1, method: method, uri: request.path ?? "/", headers: headers)
+        self.head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
         self.body = body
         self.keepAlive = keepAlive
         self.isIdempotent =
@@ -109,6 +129,23 @@ struct PreparedRequest: Sendable {
             return "its streamed body cannot be replayed"
         }
         return "the connection failed after the request was sent"
+    }
+
+    /// A non-negative decimal number, as RFC 9110 §8.6 allows for Content-Length.
+    private static func parseLength(_ value: String) -> Int? {
+        let digits = value.utf8
+        guard !digits.isEmpty, digits.count <= 18,
+            digits.allSatisfy({ UInt8(ascii: "0") <= $0 && $0 <= UInt8(ascii: "9") })
+        else { return nil }
+        return Int(value)
+    }
+
+    /// An origin-form target ("/path?query"), or "*" for OPTIONS; visible ASCII only, so nothing a
+    /// caller passes can split the request line or smuggle a header.
+    private static func isValidRequestTarget(_ path: String, method: HTTPRequest.Method) -> Bool {
+        if path == "*" { return method == .options }
+        guard path.hasPrefix("/") else { return false }
+        return path.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
     }
 
     /// Methods whose requests carry a body, so an empty one is sent as `Content-Length: 0`.

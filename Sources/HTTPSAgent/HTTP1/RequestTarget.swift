@@ -59,7 +59,11 @@ struct RequestTarget: Sendable, Hashable {
         }
         var port = scheme.defaultPort
         if let portPart {
-            guard let value = Int(portPart), (1...65_535).contains(value) else {
+            // Digits only: Int("+443") would parse, and the Host header would carry the "+".
+            guard portPart.utf8.allSatisfy({ UInt8(ascii: "0") <= $0 && $0 <= UInt8(ascii: "9") }),
+                portPart.count <= 5,
+                let value = Int(portPart), (1...65_535).contains(value)
+            else {
                 throw Self.invalid("invalid port \"\(portPart)\"")
             }
             port = value

@@ -228,7 +228,8 @@ package final class SSLConnectionBox {
             cipher: cipher,
             alpn: alpn,
             sessionReused: SSL_session_reused(self.ssl) == 1,
-            peerSubject: subject
+            peerSubject: subject,
+            serverName: SSL_get_servername(self.ssl, TLSEXT_NAMETYPE_host_name).map { String(cString: $0) }
         )
     }
 

@@ -57,18 +57,22 @@ package struct TLSConnectionInfo: Sendable, Hashable {
     package var sessionReused: Bool
     /// The peer certificate's subject in OpenSSL's one-line form, if the peer sent one.
     package var peerSubject: String?
+    /// The SNI host name: what the client sent (server role) or what we sent (client role), if any.
+    package var serverName: String?
 
     package init(
         protocolVersion: String,
         cipher: String,
         alpn: String?,
         sessionReused: Bool,
-        peerSubject: String?
+        peerSubject: String?,
+        serverName: String? = nil
     ) {
         self.protocolVersion = protocolVersion
         self.cipher = cipher
         self.alpn = alpn
         self.sessionReused = sessionReused
         self.peerSubject = peerSubject
+        self.serverName = serverName
     }
 }

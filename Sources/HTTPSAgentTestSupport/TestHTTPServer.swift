@@ -10,7 +10,8 @@ import NIOPosix
 /// open at once, requests served, and for TLS full versus resumed handshakes (OpenSSL's
 /// `SSL_session_reused` on the server's side). Every response carries `X-Connection-ID` (the server's
 /// number for the connection, from 1) and `X-Request-Number` (on that connection, from 1), and echoes
-/// a request's `Connection` header as `X-Request-Connection`.
+/// a request's `Connection` header as `X-Request-Connection`. Over TLS, `X-TLS-Resumed` (1 or 0) and
+/// `X-TLS-SNI` (the name the client sent, or "-") report the server's view of the handshake.
 ///
 /// Routes:
 /// - `/` and `/hello`: "hello".
@@ -171,6 +172,7 @@ final class TestServerHandler: ChannelInboundHandler {
     private var requestBody = ByteBuffer()
     private var requestsOnConnection = 0
     private var tlsResumed: Bool?
+    private var tlsServerName: String?
     private var requestConnectionHeader: String?
     private var streamingEcho = false
     /// A HEAD response carries the GET response's headers and no body.
@@ -190,6 +192,7 @@ final class TestServerHandler: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSHandshakeCompletedEvent {
             self.tlsResumed = event.info.sessionReused
+            self.tlsServerName = event.info.serverName
             self.counters.withLockedValue { stats in
                 if event.info.sessionReused { stats.resumedHandshakes += 1 } else { stats.fullHandshakes += 1 }
             }
@@ -340,6 +343,7 @@ final class TestServerHandler: ChannelInboundHandler {
         }
         if let resumed = self.tlsResumed {
             head.headers.add(name: "X-TLS-Resumed", value: resumed ? "1" : "0")
+            head.headers.add(name: "X-TLS-SNI", value: self.tlsServerName ?? "-")
         }
     }
 

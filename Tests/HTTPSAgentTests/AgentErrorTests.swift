@@ -79,6 +79,17 @@ struct AgentErrorTests {
         #expect(TLSConfiguration().trustRoots == .system)
     }
 
+    @Test func sniCarriesHostNamesButNotIPAddresses() async throws {
+        try await withAgent(environment.configuration(), server: environment.tlsServer()) { agent, server in
+            let byName = try await agent.get("https://localhost:\(server.port)/hello")
+            #expect(byName.headerFields[HTTPField.Name("X-TLS-SNI")!] == "localhost")
+            // An IP literal is verified against the certificate's IP entries, and sends no SNI (RFC 6066).
+            let byAddress = try await agent.get("https://127.0.0.1:\(server.port)/hello")
+            #expect(byAddress.headerFields[HTTPField.Name("X-TLS-SNI")!] == "-")
+            #expect(try await byAddress.text() == "hello")
+        }
+    }
+
     @Test func minimumVersionIsEnforced() async throws {
         let server = try await TestHTTPServer.start(
             .init(tls: environment.certificates.serverOptions(maximumVersion: .tls1_2))

@@ -80,6 +80,7 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The Agent was shut down.
         public static let shutdown = Code(.shutdown)
 
+        /// The code's name, e.g. "certificateVerificationFailed".
         public var description: String { self.base.rawValue }
     }
 

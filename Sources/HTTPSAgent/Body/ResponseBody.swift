@@ -17,6 +17,7 @@ public import NIOCore
 /// let bytes = try await response.body.collect(upTo: 1 << 20)
 /// ```
 public struct ResponseBody: AsyncSequence, Sendable {
+    /// Each element is a buffer of body bytes, in order.
     public typealias Element = ByteBuffer
 
     /// Tells the stream when its last user is gone.
@@ -70,6 +71,7 @@ public struct ResponseBody: AsyncSequence, Sendable {
         }
     }
 
+    /// The iterator of the body's one iteration; a second one throws ``AgentError/Code/bodyAlreadyConsumed``.
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(handle: self.handle, claimed: self.handle.stream.claimIteration())
     }

@@ -1,4 +1,5 @@
 import HTTPSAgentTLS
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -48,49 +49,132 @@ struct Connector: Sendable {
 
     // MARK: - TCP
 
-    private func connectTCP(to addresses: [SocketAddress], origin: Origin) async throws -> any Channel {
-        var failures: [String] = []
-        var allTimedOut = true
-        for address in Self.interleaveFamilies(addresses) {
-            try Task.checkCancellation()
-            let bootstrap = ClientBootstrap(group: self.group)
-                .connectTimeout(self.connectTimeout)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            let future = bootstrap.connect(to: address)
-            do {
-                return try await withTaskCancellationHandler {
-                    try await future.get()
-                } onCancel: {
-                    future.whenSuccess { $0.close(promise: nil) }
+    /// How long an attempt runs alone before the next address is tried alongside it (RFC 8305 §5
+    /// recommends 250 ms).
+    static let connectionAttemptDelay: TimeAmount = .milliseconds(250)
+
+    private enum Attempt: Sendable {
+        case connected(any Channel)
+        case failed(String, timedOut: Bool)
+        /// The stagger delay passed without an outcome from the attempts under way.
+        case delayElapsed
+    }
+
+    /// Connects to the first address that answers, Happy Eyeballs style (RFC 8305): attempts start in
+    /// order, a new one every ``connectionAttemptDelay`` or as soon as the previous one fails; the first
+    /// to connect wins and the others are closed.
+    func connectTCP(to addresses: [SocketAddress], origin: Origin) async throws -> any Channel {
+        let ordered = Self.interleaveFamilies(addresses)
+        let outcome: Result<any Channel, AgentError> = await withTaskGroup(of: Attempt.self) { group in
+            var next = 0
+            var running = 0
+            var failures: [String] = []
+            var allTimedOut = true
+            var winner: (any Channel)?
+
+            func startNext() {
+                let address = ordered[next]
+                next += 1
+                running += 1
+                group.addTask { await self.attempt(address) }
+                if next < ordered.count {
+                    group.addTask {
+                        try? await Task.sleep(for: .nanoseconds(Self.connectionAttemptDelay.nanoseconds))
+                        return .delayElapsed
+                    }
                 }
-            } catch let error as ChannelError {
-                if case .connectTimeout = error {
-                    failures.append("\(Self.describe(address)) (timed out after \(self.connectTimeout.seconds) s)")
-                } else {
-                    allTimedOut = false
-                    failures.append("\(Self.describe(address)) (\(error))")
-                }
-            } catch let error as IOError {
-                allTimedOut = false
-                failures.append("\(Self.describe(address)) (\(Self.describe(error)))")
-            } catch {
-                allTimedOut = false
-                failures.append("\(Self.describe(address)) (\(error))")
             }
-        }
-        try Task.checkCancellation()
-        let count = failures.count
-        return try {
-            throw AgentError(
-                code: allTimedOut ? .connectTimeout : .connectFailed,
-                phase: .connect,
-                host: origin.host,
-                port: origin.port,
-                message: count == 1
-                    ? "could not connect to \(failures[0])"
-                    : "could not connect to any of \(count) addresses: \(failures.joined(separator: ", "))"
+
+            if !ordered.isEmpty { startNext() }
+            while winner == nil, let result = await group.next() {
+                switch result {
+                case .connected(let channel):
+                    winner = channel
+                case .failed(let description, let timedOut):
+                    running -= 1
+                    failures.append(description)
+                    allTimedOut = allTimedOut && timedOut
+                    if next < ordered.count && !Task.isCancelled {
+                        startNext()
+                    } else if running == 0 {
+                        group.cancelAll()
+                    }
+                case .delayElapsed:
+                    if next < ordered.count && !Task.isCancelled {
+                        startNext()
+                    }
+                }
+            }
+            group.cancelAll()
+            // Attempts that connected after the winner are not needed.
+            while let late = await group.next() {
+                if case .connected(let channel) = late { channel.close(promise: nil) }
+            }
+            if let winner {
+                return .success(winner)
+            }
+            let count = failures.count
+            return .failure(
+                AgentError(
+                    code: allTimedOut && count > 0 ? .connectTimeout : .connectFailed,
+                    phase: .connect,
+                    host: origin.host,
+                    port: origin.port,
+                    message: count <= 1
+                        ? "could not connect to \(failures.first ?? "the host")"
+                        : "could not connect to any of \(count) addresses: \(failures.joined(separator: ", "))"
+                )
             )
-        }()
+        }
+        switch outcome {
+        case .success(let channel):
+            if Task.isCancelled {
+                channel.close(promise: nil)
+                throw CancellationError()
+            }
+            return channel
+        case .failure(let error):
+            try Task.checkCancellation()
+            throw error
+        }
+    }
+
+    /// One TCP connect. Cancelling the task aborts it, even while the SYN goes unanswered.
+    private func attempt(_ address: SocketAddress) async -> Attempt {
+        let pending = PendingConnect()
+        let future = ClientBootstrap(group: self.group)
+            .connectTimeout(self.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                // Runs before the connect starts: from here on a cancellation can close the socket.
+                pending.register(channel)
+                return channel.eventLoop.makeSucceededVoidFuture()
+            }
+            .connect(to: address)
+        do {
+            let channel = try await withTaskCancellationHandler {
+                try await future.get()
+            } onCancel: {
+                pending.cancel()
+            }
+            if Task.isCancelled {
+                channel.close(promise: nil)
+                return .failed("\(Self.describe(address)) (cancelled)", timedOut: false)
+            }
+            return .connected(channel)
+        } catch let error as ChannelError {
+            if case .connectTimeout = error {
+                return .failed(
+                    "\(Self.describe(address)) (timed out after \(self.connectTimeout.seconds) s)",
+                    timedOut: true
+                )
+            }
+            return .failed("\(Self.describe(address)) (\(error))", timedOut: false)
+        } catch let error as IOError {
+            return .failed("\(Self.describe(address)) (\(Self.describe(error)))", timedOut: false)
+        } catch {
+            return .failed("\(Self.describe(address)) (\(error))", timedOut: false)
+        }
     }
 
     /// Alternates address families, starting with the system's first choice (RFC 8305 §4), so one
@@ -285,6 +369,27 @@ struct Connector: Sendable {
             )
             established(connection)
         }.get()
+    }
+}
+
+/// The channel of a connect under way, so that a cancellation can close it before the connect ends.
+private final class PendingConnect: Sendable {
+    private let state = NIOLockedValueBox<(channel: (any Channel)?, cancelled: Bool)>((nil, false))
+
+    func register(_ channel: any Channel) {
+        let cancelled = self.state.withLockedValue { state in
+            state.channel = channel
+            return state.cancelled
+        }
+        if cancelled { channel.close(promise: nil) }
+    }
+
+    func cancel() {
+        let channel = self.state.withLockedValue { state in
+            state.cancelled = true
+            return state.channel
+        }
+        channel?.close(promise: nil)
     }
 }
 

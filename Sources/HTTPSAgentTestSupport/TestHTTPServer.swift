@@ -18,6 +18,8 @@ import NIOPosix
 /// - `/bytes/N`: N bytes with a Content-Length.
 /// - `/chunked/N`: N bytes, chunked.
 /// - `/eof/N`: N bytes ended by closing the connection (no Content-Length, not chunked).
+/// - `/eof-unclean/N`: the same, but the TCP connection is shut without a TLS `close_notify`.
+/// - `/bytes-unclean/N`: N bytes with a Content-Length, then a TCP shutdown without `close_notify`.
 /// - `/truncate/N`: announces N bytes, sends half, then closes.
 /// - `/delay/MS`: "delayed" after MS milliseconds.
 /// - `/slow/N/MS`: N bytes in 10 pieces spread over MS milliseconds.
@@ -111,7 +113,10 @@ package final class TestHTTPServer: Sendable {
                             TLSHandler(connection: SSLConnectionBox(context: context, serverHostname: nil))
                         )
                     }
-                    try sync.addHandler(HTTPResponseEncoder())
+                    // Every route frames its own responses, so that `/eof` really ends by close.
+                    var encoding = HTTPResponseEncoder.Configuration()
+                    encoding.automaticallySetFramingHeaders = false
+                    try sync.addHandler(HTTPResponseEncoder(configuration: encoding))
                     try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
                     try sync.addHandler(
                         TestServerHandler(
@@ -270,14 +275,24 @@ final class TestServerHandler: ChannelInboundHandler {
                 sent += size
             }
             self.finish(context, close: lastRequest)
-        case "eof":
+        case "eof", "eof-unclean":
             var head = HTTPResponseHead(version: .http1_1, status: .ok)
             head.headers.add(name: "Connection", value: "close")
             self.addCommonHeaders(&head)
             context.write(self.wrapOutboundOut(.head(head)), promise: nil)
             context.write(self.wrapOutboundOut(.body(.byteBuffer(Self.payload(number)))), promise: nil)
+            let unclean = route == "eof-unclean"
             context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
+                Self.close(context, unclean: unclean)
+            }
+        case "bytes-unclean":
+            // A complete Content-Length response, then a TCP close without close_notify.
+            var head = self.head(.ok, close: false)
+            head.headers.add(name: "Content-Length", value: String(number))
+            context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(Self.payload(number)))), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                Self.close(context, unclean: true)
             }
         case "truncate":
             var head = self.head(.ok, close: true)
@@ -387,6 +402,16 @@ final class TestServerHandler: ChannelInboundHandler {
             self.idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idle) {
                 context.close(promise: nil)
             }
+        }
+    }
+
+    /// Closes the connection; `unclean` shuts the TCP connection down under TLS without sending
+    /// `close_notify` (the TLS handler passes a half-close straight through).
+    private static func close(_ context: ChannelHandlerContext, unclean: Bool) {
+        if unclean {
+            context.close(mode: .output, promise: nil)
+        } else {
+            context.close(promise: nil)
         }
     }
 

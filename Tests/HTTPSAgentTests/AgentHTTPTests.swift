@@ -31,6 +31,8 @@ struct AgentHTTPTests {
 
             // Ended by close: the body is complete, and the connection is not reused.
             let delimited = try await agent.get(server.url("/eof/70000"))
+            #expect(delimited.headerFields[.transferEncoding] == nil)
+            #expect(delimited.body.expectedLength == nil)
             #expect(try await delimited.text() == Self.alphabet(70000))
             let after = try await agent.get(server.url("/hello"))
             #expect(try await after.text() == "hello")
@@ -202,6 +204,26 @@ struct AgentHTTPTests {
             } throws: { error in
                 (error as? AgentError)?.code == .bodyAlreadyConsumed
             }
+        }
+    }
+
+    @Test func closeWithoutCloseNotifyFailsABodyEndedByCloseButNotAFramedOne() async throws {
+        try await withAgent(environment.configuration(), server: environment.tlsServer()) { agent, server in
+            // Ended by close, and the close is not authenticated: the body may have been cut short.
+            let delimited = try await agent.get(server.url("/eof-unclean/5000"))
+            #expect(delimited.headerFields[.transferEncoding] == nil && delimited.body.expectedLength == nil)
+            await #expect {
+                _ = try await delimited.body.collect(upTo: 10_000)
+            } throws: { error in
+                guard let error = error as? AgentError else { return false }
+                return error.code == .uncleanShutdown && error.phase == .responseBody
+            }
+            // Framed by Content-Length and complete: the close that follows does not matter.
+            let framed = try await agent.get(server.url("/bytes-unclean/5000"))
+            #expect(try await framed.text() == Self.alphabet(5000))
+            let next = try await agent.get(server.url("/hello"))
+            #expect(try await next.text() == "hello")
+            #expect(server.stats.accepted == 3)
         }
     }
 

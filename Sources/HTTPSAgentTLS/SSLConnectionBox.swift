@@ -38,6 +38,12 @@ package final class SSLConnectionBox {
     package let serverHostname: String?
     /// What ended the last read after it had already produced data, reported by the next read.
     private var pendingReadResult: TLSReadResult?
+    /// Called with each session the server lets us resume later (client role). A TLS 1.3 server sends
+    /// its tickets after the handshake, so this can run during any read.
+    package var onNewSession: ((SSLSessionBox) -> Void)?
+    /// Called once when the connection fails with a TLS error or a fatal alert: its sessions must not
+    /// be resumed (RFC 8446 §6.2; RFC 5246 §7.2.2).
+    package var onFatalError: (() -> Void)?
 
     /// Creates a connection in the role of `context`.
     ///
@@ -62,6 +68,9 @@ package final class SSLConnectionBox {
         self.bios = bios
         self.context = context
         self.serverHostname = serverHostname
+        // Lets the C new-session callback find this box. The SSL is freed in our deinit and callbacks
+        // only run inside calls this box makes, so an unretained reference is always valid there.
+        SSL_set_ex_data(ssl, connectionExDataIndex, Unmanaged.passUnretained(self).toOpaque())
         switch context.options.role {
         case .client:
             SSL_set_connect_state(ssl)
@@ -98,6 +107,32 @@ package final class SSLConnectionBox {
         }
     }
 
+    /// The box that owns `ssl`, from its ex-data.
+    static func owner(of ssl: OpaquePointer) -> SSLConnectionBox? {
+        SSL_get_ex_data(ssl, connectionExDataIndex).map {
+            Unmanaged<SSLConnectionBox>.fromOpaque($0).takeUnretainedValue()
+        }
+    }
+
+    /// From the new-session callback: keeps the session if someone wants it.
+    /// - Returns: whether the reference was taken (else OpenSSL releases it).
+    func sessionReceived(takingOwnership session: OpaquePointer) -> Bool {
+        guard let onNewSession = self.onNewSession else { return false }
+        onNewSession(SSLSessionBox(takingOwnership: session))
+        return true
+    }
+
+    /// Offers a cached session for resumption; call before the handshake starts.
+    package func offer(_ session: SSLSessionBox) {
+        _ = SSL_set_session(self.ssl, session.session)
+    }
+
+    private func reportFatalError() {
+        let callback = self.onFatalError
+        self.onFatalError = nil
+        callback?()
+    }
+
     // MARK: - Bytes in and out
 
     /// Hands ciphertext received from the network to OpenSSL.
@@ -123,7 +158,9 @@ package final class SSLConnectionBox {
         case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
             return .wantRead
         default:
-            return .failed(self.handshakeFailure())
+            let failure = self.handshakeFailure()
+            self.reportFatalError()
+            return .failed(failure)
         }
     }
 
@@ -156,6 +193,7 @@ package final class SSLConnectionBox {
         default:
             // Drained now, while the queue still holds this call's reason.
             let errors = OpenSSLErrorQueue.drain()
+            self.reportFatalError()
             outcome = .failed(
                 TLSFailure(
                     kind: .protocolError,
@@ -183,6 +221,7 @@ package final class SSLConnectionBox {
                 let result = SSL_write(self.ssl, bytes.baseAddress! + offset, Int32(chunk))
                 guard result > 0 else {
                     let errors = OpenSSLErrorQueue.drain()
+                    self.reportFatalError()
                     failure = TLSFailure(
                         kind: .protocolError,
                         reason: errors.last?.reason ?? "TLS write failed",
@@ -251,6 +290,9 @@ package final class SSLConnectionBox {
         return TLSFailure(kind: .handshakeFailed, reason: reason, openSSLErrors: errors)
     }
 }
+
+/// The ex-data slot where each `SSL` keeps a pointer to its ``SSLConnectionBox``.
+let connectionExDataIndex: Int32 = cshim_SSL_get_ex_new_index()
 
 /// Tells IP literals from host names.
 package enum IPAddressLiteral {

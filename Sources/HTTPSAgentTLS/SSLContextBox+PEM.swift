@@ -1,5 +1,28 @@
 internal import COpenSSL
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads small files (certificates, keys, session files) whole.
+package enum FileContents {
+    /// The file's bytes, or `nil` if it cannot be opened or read.
+    package static func read(_ path: String) -> [UInt8]? {
+        let descriptor = open(path, O_RDONLY)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { return nil }
+            if count == 0 { return result }
+            result += chunk[0..<count]
+        }
+    }
+}
+
 /// Parses PEM bytes held in memory into OpenSSL objects.
 enum PEMReader {
     /// Every certificate in `bytes`, in order. The caller owns (and must `X509_free`) each one.

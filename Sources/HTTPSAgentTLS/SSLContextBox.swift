@@ -12,6 +12,11 @@ package final class SSLContextBox: @unchecked Sendable {
     package let options: TLSContextOptions
     /// ALPN protocols in wire format (length-prefixed), kept alive for the server's select callback.
     private let alpnWire: UnsafeMutableBufferPointer<UInt8>
+    /// A SHA-256 fingerprint of everything that decides whom this context trusts and who it claims to
+    /// be: the options, and the *contents* of every trust, certificate and key file as loaded. Two
+    /// contexts with equal identities verify alike, so TLS sessions may move between them (and
+    /// between Agents); any difference keeps their sessions apart.
+    package private(set) var identity: [UInt8] = []
 
     package init(options: TLSContextOptions) throws(TLSSetupError) {
         OpenSSLErrorQueue.clear()
@@ -27,6 +32,12 @@ package final class SSLContextBox: @unchecked Sendable {
         self.alpnWire = UnsafeMutableBufferPointer(rebasing: alpnWire[0..<wire.count])
         // From here on `deinit` frees what we have built if a step below throws.
         try self.configure()
+        self.identity = try Self.fingerprint(options)
+    }
+
+    /// Whether this context presents a client certificate (its sessions are tied to that identity).
+    package var hasClientCertificate: Bool {
+        self.options.role == .client && self.options.certificateChain != nil
     }
 
     deinit {
@@ -76,6 +87,18 @@ package final class SSLContextBox: @unchecked Sendable {
         }
         if let roots = options.trustRoots {
             try self.loadTrustRoots(roots)
+        }
+        // Sessions are kept by the Agent's cache, not OpenSSL's: the new-session callback hands each
+        // one (TLS 1.2 at the end of the handshake, TLS 1.3 tickets whenever they arrive) to the
+        // connection that received it, found through ex-data.
+        _ = cshim_SSL_CTX_set_session_cache_mode(
+            self.context,
+            Int(SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE)
+        )
+        SSL_CTX_sess_set_new_cb(self.context) { ssl, session in
+            guard let ssl, let session, let owner = SSLConnectionBox.owner(of: ssl) else { return 0 }
+            // Returning 1 keeps the reference OpenSSL passed us; the box frees it.
+            return owner.sessionReceived(takingOwnership: session) ? 1 : 0
         }
         if !self.alpnWire.isEmpty {
             // Unlike most of OpenSSL, this function returns 0 on success.
@@ -146,6 +169,43 @@ package final class SSLContextBox: @unchecked Sendable {
             wire.append(contentsOf: bytes)
         }
         return wire
+    }
+
+    // MARK: - Identity
+
+    private static func fingerprint(_ options: TLSContextOptions) throws(TLSSetupError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        func field(_ name: String, _ value: [UInt8]) {
+            bytes += Array(name.utf8) + [0]
+            withUnsafeBytes(of: UInt32(value.count).bigEndian) { bytes += $0 }
+            bytes += value
+        }
+        func text(_ value: String) -> [UInt8] { Array(value.utf8) }
+        func contents(_ source: PEMSource?) throws(TLSSetupError) -> [UInt8] {
+            switch source {
+            case nil: return text("none")
+            case .bytes(let pem): return text("bytes:") + pem
+            case .file(let path):
+                guard let data = FileContents.read(path) else {
+                    throw TLSSetupError(operation: "reading \(path)", openSSLErrors: [])
+                }
+                return text("file:") + data
+            }
+        }
+        field("role", text(options.role == .client ? "client" : "server"))
+        field("verification", text("\(options.verification)"))
+        field("minimum", text("\(options.minimumVersion.rawValue)"))
+        field("maximum", text(options.maximumVersion.map { "\($0.rawValue)" } ?? "none"))
+        field("alpn", text(options.alpnProtocols.joined(separator: ",")))
+        switch options.trustRoots {
+        case nil: field("roots", text("none"))
+        case .system: field("roots", text("system"))
+        case .pem(let source): field("roots", try contents(source))
+        }
+        field("chain", try contents(options.certificateChain))
+        field("key", try contents(options.privateKey))
+        field("tickets", text(options.sessionTickets ? "on" : "off"))
+        return CryptoPrimitives.sha256(bytes)
     }
 
     // MARK: - Certificates and keys

@@ -38,6 +38,8 @@ package final class TestHTTPServer: Sendable {
         package var tls: TLSContextOptions?
         /// The address to listen on.
         package var host: String
+        /// The port to listen on; 0 picks a free one.
+        package var port: Int
         /// Close a connection that has been idle for this long after a response.
         package var closeIdleAfter: TimeAmount?
         /// Close a connection after it served this many requests (with `Connection: close` on the last).
@@ -46,11 +48,13 @@ package final class TestHTTPServer: Sendable {
         package init(
             tls: TLSContextOptions? = nil,
             host: String = "127.0.0.1",
+            port: Int = 0,
             closeIdleAfter: TimeAmount? = nil,
             maxRequestsPerConnection: Int? = nil
         ) {
             self.tls = tls
             self.host = host
+            self.port = port
             self.closeIdleAfter = closeIdleAfter
             self.maxRequestsPerConnection = maxRequestsPerConnection
         }
@@ -127,7 +131,7 @@ package final class TestHTTPServer: Sendable {
                     )
                 }
             }
-            .bind(host: configuration.host, port: 0)
+            .bind(host: configuration.host, port: configuration.port)
             .get()
         return TestHTTPServer(channel: channel, counters: counters, configuration: configuration)
     }

@@ -18,7 +18,8 @@ struct ConnectionSafetyTests {
         let agent = Agent()
         let url = "http://127.0.0.1:\(server.port)/"
         #expect(try await agent.get(url).text() == "ok")
-        try await Task.sleep(for: .milliseconds(150))  // the unsolicited bytes arrive after 50 ms
+        // The unsolicited bytes (sent 50 ms after the answer) get the idle connection closed.
+        #expect(await AgentLifecycleTests.waitFor { agent.stats.totalConnections == 0 })
         let second = try await agent.get(url)
         #expect(try await second.text() == "ok")
         #expect(second.connection.isReused == false)

@@ -15,7 +15,8 @@ struct ConnectorTests {
             resolver: SystemResolver(),
             contexts: SSLContextCache(),
             connectTimeout: connectTimeout,
-            tlsHandshakeTimeout: .seconds(10)
+            tlsHandshakeTimeout: .seconds(10),
+            sessionCache: nil
         )
     }
 

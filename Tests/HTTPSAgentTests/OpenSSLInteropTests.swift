@@ -36,15 +36,49 @@ struct OpenSSLInteropTests {
     func fetchesTheStatusPage(flag: String, version: String) async throws {
         try await self.withServer(arguments: [flag]) { server, _ in
             let agent = Agent(configuration: environment.configuration())
-            defer { Task { await agent.shutdown() } }
-            for _ in 0..<3 {
+            for index in 0..<3 {
                 let response = try await agent.get("https://localhost:\(server.port)/")
                 let page = try await response.text()
-                // The server saw a full handshake at the version we report.
-                #expect(page.contains("New, \(version), Cipher is \(response.connection.tls?.cipher ?? "?")"))
+                // The server saw a full handshake, then resumptions, at the version and cipher we report.
+                let handshake = index == 0 ? "New" : "Reused"
+                #expect(page.contains("\(handshake), \(version), Cipher is \(response.connection.tls?.cipher ?? "?")"))
+                #expect(response.connection.tls?.sessionResumed == (index > 0))
                 #expect(response.connection.tls?.version == version)
                 #expect(response.connection.tls?.alpn == nil)  // s_server does not do ALPN unless asked
                 #expect(response.connection.isReused == false)  // HTTP/1.0, closed by the server
+            }
+            await agent.shutdown()
+        }
+    }
+
+    @Test(arguments: [["-tls1_3"], ["-tls1_2"], ["-tls1_2", "-no_ticket"]])
+    func fiftyReconnectsMakeOneFullHandshakeByTheServersCount(flags: [String]) async throws {
+        try await self.withServer(arguments: flags) { server, _ in
+            let agent = Agent(configuration: environment.configuration(keepAlive: false))
+            var new = 0
+            var reused = 0
+            for _ in 0..<50 {
+                let response = try await agent.get("https://localhost:\(server.port)/")
+                let page = try await response.text()
+                let serverSaysReused = page.contains("\nReused, ") || page.hasPrefix("Reused, ")
+                if serverSaysReused { reused += 1 } else if page.contains("New, ") { new += 1 }
+                // The client's own flag agrees with the server, connection by connection.
+                #expect(response.connection.tls?.sessionResumed == serverSaysReused)
+            }
+            #expect(new == 1, "\(flags)")
+            #expect(reused == 49, "\(flags)")
+            await agent.shutdown()
+        }
+    }
+
+    @Test func withTheCacheDisabledTheServerSeesNoResumption() async throws {
+        try await self.withServer(arguments: ["-tls1_3"]) { server, _ in
+            var configuration = environment.configuration(keepAlive: false)
+            configuration.sessionCache = nil
+            let agent = Agent(configuration: configuration)
+            for _ in 0..<5 {
+                let page = try await agent.get("https://localhost:\(server.port)/").text()
+                #expect(page.contains("New, TLSv1.3"))
             }
             await agent.shutdown()
         }

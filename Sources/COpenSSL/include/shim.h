@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -76,6 +77,10 @@ static inline unsigned long cshim_ERR_get_reason(unsigned long error) {
 /// `SSL_OP_*` values are built with a macro Swift does not import.
 static inline uint64_t cshim_SSL_OP_NO_TICKET(void) { return SSL_OP_NO_TICKET; }
 static inline uint64_t cshim_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
+
+/// AES-GCM tag control values (macros of macros).
+static inline int cshim_EVP_CTRL_GCM_GET_TAG(void) { return EVP_CTRL_GCM_GET_TAG; }
+static inline int cshim_EVP_CTRL_GCM_SET_TAG(void) { return EVP_CTRL_GCM_SET_TAG; }
 
 /// The `SSL_TLSEXT_ERR_*` and `OPENSSL_NPN_*` values as functions, for the ALPN select callback.
 static inline int cshim_SSL_TLSEXT_ERR_OK(void) { return SSL_TLSEXT_ERR_OK; }

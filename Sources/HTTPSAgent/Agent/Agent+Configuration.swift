@@ -36,6 +36,9 @@ extension Agent {
         public var tlsHandshakeTimeout: Duration
         /// TLS settings for `https` requests. Default: verify against the system trust store.
         public var tls: TLSConfiguration
+        /// Where TLS sessions are kept so that new connections resume them; `nil` disables resumption.
+        /// Default: a new cache of 100 keys for this Agent. Pass one cache to several Agents to share it.
+        public var sessionCache: TLSSessionCache?
 
         /// Creates a configuration; every parameter has a default.
         public init(
@@ -48,7 +51,8 @@ extension Agent {
             poolWaitTimeout: Duration? = nil,
             connectTimeout: Duration = .seconds(10),
             tlsHandshakeTimeout: Duration = .seconds(10),
-            tls: TLSConfiguration = TLSConfiguration()
+            tls: TLSConfiguration = TLSConfiguration(),
+            sessionCache: TLSSessionCache? = TLSSessionCache()
         ) {
             self.maxSocketsPerHost = maxSocketsPerHost
             self.maxFreeSocketsPerHost = maxFreeSocketsPerHost
@@ -60,6 +64,7 @@ extension Agent {
             self.connectTimeout = connectTimeout
             self.tlsHandshakeTimeout = tlsHandshakeTimeout
             self.tls = tls
+            self.sessionCache = sessionCache
         }
 
         var poolLimits: PoolLimits {

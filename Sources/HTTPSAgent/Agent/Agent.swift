@@ -43,7 +43,8 @@ public final class Agent: Sendable {
             resolver: SystemResolver(),
             contexts: SSLContextCache(),
             connectTimeout: TimeAmount(configuration.connectTimeout),
-            tlsHandshakeTimeout: TimeAmount(configuration.tlsHandshakeTimeout)
+            tlsHandshakeTimeout: TimeAmount(configuration.tlsHandshakeTimeout),
+            sessionCache: configuration.sessionCache
         )
         self.pool = ConnectionPool(limits: configuration.poolLimits, connector: connector)
     }

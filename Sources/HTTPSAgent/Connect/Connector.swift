@@ -12,6 +12,8 @@ struct Connector: Sendable {
     let contexts: SSLContextCache
     let connectTimeout: TimeAmount
     let tlsHandshakeTimeout: TimeAmount
+    /// Where TLS sessions are found and kept; `nil` disables resumption.
+    let sessionCache: TLSSessionCache?
 
     /// Opens connection `id` to `origin`.
     ///
@@ -238,6 +240,15 @@ struct Connector: Sendable {
             port: origin.port,
             message: "the server closed the connection during the TLS handshake"
         )
+        let cache = self.sessionCache
+        let sessionKey = SessionKey(
+            host: origin.host,
+            port: origin.port,
+            serverName: IPAddressLiteral.isIPAddress(origin.host) ? nil : origin.host,
+            alpn: configuration.contextOptions.alpnProtocols,
+            configurationIdentity: context.identity
+        )
+        let persistable = !context.hasClientCertificate
         let installed = channel.eventLoop.submit {
             guard channel.isActive else { throw closedEarly }
             // The SSL object lives on the channel's event loop from birth.
@@ -246,6 +257,17 @@ struct Connector: Sendable {
                 connection = try SSLConnectionBox(context: context, serverHostname: origin.host)
             } catch {
                 throw Self.configurationError(error, origin: origin)
+            }
+            if let cache {
+                if let session = cache.take(sessionKey) {
+                    connection.offer(session)
+                }
+                connection.onNewSession = { session in
+                    cache.store(session, for: sessionKey, persistable: persistable)
+                }
+                connection.onFatalError = {
+                    cache.invalidate(sessionKey)
+                }
             }
             let timer = channel.eventLoop.scheduleTask(in: timeout) {
                 promise.fail(timeoutError)

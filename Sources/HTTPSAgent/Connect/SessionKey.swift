@@ -1,0 +1,32 @@
+import HTTPSAgentTLS
+
+/// Everything that must match for a TLS session to be offered to a server again.
+///
+/// curl's reuse advisories (CVE-2021-22890, CVE-2022-27782) came from fields missing from such keys.
+/// Here the key is the host, the port, the SNI name sent (none for IP literals), the ALPN protocols
+/// offered, and the identity of the TLS configuration (``SSLContextBox/identity``: verification mode,
+/// versions, and the contents of trust roots, client certificate and key). Any difference gives a
+/// different digest, and sessions are only found by digest.
+struct SessionKey: Sendable, Hashable {
+    var host: String
+    var port: Int
+    var serverName: String?
+    var alpn: [String]
+    var configurationIdentity: [UInt8]
+
+    /// SHA-256 over a length-prefixed encoding of every field, so no two different keys share bytes.
+    var digest: [UInt8] {
+        var bytes: [UInt8] = []
+        func field(_ value: [UInt8]) {
+            withUnsafeBytes(of: UInt32(value.count).bigEndian) { bytes += $0 }
+            bytes += value
+        }
+        field(Array("session-key-1".utf8))
+        field(Array(self.host.utf8))
+        field(Array(String(self.port).utf8))
+        field(self.serverName.map { Array("sni:\($0)".utf8) } ?? Array("no-sni".utf8))
+        field(Array(self.alpn.joined(separator: ",").utf8))
+        field(self.configurationIdentity)
+        return CryptoPrimitives.sha256(bytes)
+    }
+}

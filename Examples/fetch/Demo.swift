@@ -4,8 +4,8 @@ import HTTPTypes
 import NIOCore
 
 /// `fetch --demo`: starts a local HTTPS server with a test CA made at start, then shows what the Agent
-/// does: keep-alive reuse, queueing at `maxSocketsPerHost`, and new connections when keep-alive is off,
-/// checked against the server's own counts.
+/// does: keep-alive reuse, queueing at `maxSocketsPerHost`, and full versus resumed TLS handshakes when
+/// every request needs a new connection, checked against the server's own counts.
 struct Demo {
     let color: Bool
 
@@ -55,10 +55,17 @@ struct Demo {
         self.line("")
         await keepAlive.shutdown()
 
-        self.heading("3. keepAlive off: every request opens (and closes) its own connection")
+        self.heading("3. keepAlive off: a new connection per request, resuming the TLS session")
         let noKeepAlive = Agent(configuration: .init(keepAlive: false, tls: tls))
-        for _ in 0..<3 {
+        for _ in 0..<4 {
             try await self.fetch(noKeepAlive, server.url("/hello"))
+        }
+        if let cache = noKeepAlive.configuration.sessionCache {
+            let stats = cache.stats
+            self.note(
+                "The first connection pays for a full handshake; the others resume its session from the "
+                    + "Agent's session cache (\(stats.hits) hits, \(stats.misses) miss)."
+            )
         }
         await noKeepAlive.shutdown()
         self.line("")
@@ -105,9 +112,12 @@ struct Demo {
             ? self.paint("reused", code: "32") : self.paint("new   ", code: "33")
         var text = "  GET \(row.path.padding(to: 11)) \(row.status)  connection #\(row.connection.id)  \(reuse)"
         if let tls = row.connection.tls, !row.connection.isReused {
-            text += "  \(tls.version) \(tls.cipher)"
+            let handshake =
+                tls.sessionResumed
+                ? self.paint("resumed TLS session", code: "36") : self.paint("full TLS handshake ", code: "35")
+            text += "  \(tls.version) \(handshake)"
         } else {
-            text += "".padding(to: 32)
+            text += "".padding(to: 29)
         }
         text += "  \(Terminal.milliseconds(row.elapsed))"
         self.line(text)

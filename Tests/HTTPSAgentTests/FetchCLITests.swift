@@ -65,6 +65,9 @@ struct FetchCLITests {
         #expect(result.standardOutput.contains("connection #1  new"))
         #expect(result.standardOutput.contains("connection #1  reused"))
         #expect(result.standardOutput.contains("Summary, as counted by the server"))
+        #expect(result.standardOutput.contains("full TLS handshake"))
+        #expect(result.standardOutput.contains("resumed TLS session"))
+        #expect(result.standardOutput.contains("TLS handshakes:         2 full, 4 resumed"))
         #expect(!result.standardOutput.contains("\u{1B}["))  // no colour when not a terminal
     }
 

@@ -42,11 +42,11 @@ enum PEMReader {
     }
 
     /// The first private key in `bytes`. The caller owns (and must `EVP_PKEY_free`) it.
-    static func privateKey(_ bytes: [UInt8]) throws(TLSSetupError) -> OpaquePointer {
+    static func privateKey(_ bytes: [UInt8], what: String) throws(TLSSetupError) -> OpaquePointer {
         let bio = try Self.memoryBIO(bytes)
         defer { BIO_free(bio) }
         guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else {
-            throw TLSSetupError(operation: "reading the private key")
+            throw TLSSetupError(operation: "reading \(what)")
         }
         return key
     }
@@ -63,5 +63,49 @@ enum PEMReader {
             throw TLSSetupError(operation: "copying PEM bytes into a memory BIO")
         }
         return bio
+    }
+}
+
+/// The PEM material of ``TLSContextOptions`` with every file read, once.
+struct ResolvedMaterial {
+    struct PEM {
+        var bytes: [UInt8]
+        /// " from /path" for a file, "" for bytes given in memory; for error messages.
+        var origin: String
+    }
+
+    enum Roots {
+        case system
+        case pem(PEM)
+    }
+
+    var trustRoots: Roots?
+    var certificateChain: PEM?
+    var privateKey: PEM?
+
+    init(_ options: TLSContextOptions) throws(TLSSetupError) {
+        switch options.trustRoots {
+        case nil: self.trustRoots = nil
+        case .system: self.trustRoots = .system
+        case .pem(let source): self.trustRoots = .pem(try Self.read(source, what: "the trust roots"))
+        }
+        self.certificateChain = try options.certificateChain.map { (source) throws(TLSSetupError) in
+            try Self.read(source, what: "the certificate chain")
+        }
+        self.privateKey = try options.privateKey.map { (source) throws(TLSSetupError) in
+            try Self.read(source, what: "the private key")
+        }
+    }
+
+    private static func read(_ source: PEMSource, what: String) throws(TLSSetupError) -> PEM {
+        switch source {
+        case .bytes(let bytes):
+            return PEM(bytes: bytes, origin: "")
+        case .file(let path):
+            guard let bytes = FileContents.read(path) else {
+                throw TLSSetupError(operation: "reading \(what) from \(path)", openSSLErrors: [])
+            }
+            return PEM(bytes: bytes, origin: " from \(path)")
+        }
     }
 }

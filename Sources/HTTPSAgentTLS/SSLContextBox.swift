@@ -30,9 +30,11 @@ package final class SSLContextBox: @unchecked Sendable {
         self.context = context
         self.options = options
         self.alpnWire = UnsafeMutableBufferPointer(rebasing: alpnWire[0..<wire.count])
+        // Files are read once, here: what is loaded and what the identity covers are the same bytes.
+        let resolved = try ResolvedMaterial(options)
         // From here on `deinit` frees what we have built if a step below throws.
-        try self.configure()
-        self.identity = try Self.fingerprint(options)
+        try self.configure(resolved)
+        self.identity = ContextIdentity.fingerprint(options, resolved)
     }
 
     /// Whether this context presents a client certificate (its sessions are tied to that identity).
@@ -46,7 +48,7 @@ package final class SSLContextBox: @unchecked Sendable {
             .deallocate()
     }
 
-    private func configure() throws(TLSSetupError) {
+    private func configure(_ material: ResolvedMaterial) throws(TLSSetupError) {
         let options = self.options
         guard cshim_SSL_CTX_set_min_proto_version(self.context, Int32(options.minimumVersion.rawValue)) == 1 else {
             throw TLSSetupError(operation: "setting the minimum TLS version")
@@ -61,12 +63,12 @@ package final class SSLContextBox: @unchecked Sendable {
 
         switch options.role {
         case .client:
-            try self.configureClient()
+            try self.configureClient(material)
         case .server:
-            try self.configureServer()
+            try self.configureServer(material)
         }
-        if let chain = options.certificateChain {
-            guard let key = options.privateKey else {
+        if let chain = material.certificateChain {
+            guard let key = material.privateKey else {
                 throw TLSSetupError(operation: "loading a certificate without its private key", openSSLErrors: [])
             }
             try self.useCertificateChain(chain)
@@ -77,7 +79,7 @@ package final class SSLContextBox: @unchecked Sendable {
         }
     }
 
-    private func configureClient() throws(TLSSetupError) {
+    private func configureClient(_ material: ResolvedMaterial) throws(TLSSetupError) {
         let options = self.options
         switch options.verification {
         case .full, .noHostnameVerification:
@@ -85,7 +87,7 @@ package final class SSLContextBox: @unchecked Sendable {
         case .none:
             SSL_CTX_set_verify(self.context, SSL_VERIFY_NONE, nil)
         }
-        if let roots = options.trustRoots {
+        if let roots = material.trustRoots {
             try self.loadTrustRoots(roots)
         }
         // Sessions are kept by the Agent's cache, not OpenSSL's: the new-session callback hands each
@@ -109,9 +111,9 @@ package final class SSLContextBox: @unchecked Sendable {
         }
     }
 
-    private func configureServer() throws(TLSSetupError) {
+    private func configureServer(_ material: ResolvedMaterial) throws(TLSSetupError) {
         let options = self.options
-        if let roots = options.trustRoots {
+        if let roots = material.trustRoots {
             try self.loadTrustRoots(roots)
             let mode =
                 options.verification == .none ? SSL_VERIFY_PEER : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
@@ -171,96 +173,41 @@ package final class SSLContextBox: @unchecked Sendable {
         return wire
     }
 
-    // MARK: - Identity
-
-    private static func fingerprint(_ options: TLSContextOptions) throws(TLSSetupError) -> [UInt8] {
-        var bytes: [UInt8] = []
-        func field(_ name: String, _ value: [UInt8]) {
-            bytes += Array(name.utf8) + [0]
-            withUnsafeBytes(of: UInt32(value.count).bigEndian) { bytes += $0 }
-            bytes += value
-        }
-        func text(_ value: String) -> [UInt8] { Array(value.utf8) }
-        func contents(_ source: PEMSource?) throws(TLSSetupError) -> [UInt8] {
-            switch source {
-            case nil: return text("none")
-            case .bytes(let pem): return text("bytes:") + pem
-            case .file(let path):
-                guard let data = FileContents.read(path) else {
-                    throw TLSSetupError(operation: "reading \(path)", openSSLErrors: [])
-                }
-                return text("file:") + data
-            }
-        }
-        field("role", text(options.role == .client ? "client" : "server"))
-        field("verification", text("\(options.verification)"))
-        field("minimum", text("\(options.minimumVersion.rawValue)"))
-        field("maximum", text(options.maximumVersion.map { "\($0.rawValue)" } ?? "none"))
-        field("alpn", text(options.alpnProtocols.joined(separator: ",")))
-        switch options.trustRoots {
-        case nil: field("roots", text("none"))
-        case .system: field("roots", text("system"))
-        case .pem(let source): field("roots", try contents(source))
-        }
-        field("chain", try contents(options.certificateChain))
-        field("key", try contents(options.privateKey))
-        field("tickets", text(options.sessionTickets ? "on" : "off"))
-        return CryptoPrimitives.sha256(bytes)
-    }
-
     // MARK: - Certificates and keys
 
-    private func loadTrustRoots(_ roots: TrustRootSource) throws(TLSSetupError) {
+    private func loadTrustRoots(_ roots: ResolvedMaterial.Roots) throws(TLSSetupError) {
         switch roots {
         case .system:
             guard SSL_CTX_set_default_verify_paths(self.context) == 1 else {
                 throw TLSSetupError(operation: "loading the system trust store")
             }
-        case .pem(.file(let path)):
-            guard SSL_CTX_load_verify_locations(self.context, path, nil) == 1 else {
-                throw TLSSetupError(operation: "loading the trust roots from \(path)")
-            }
-        case .pem(.bytes(let bytes)):
-            let certificates = try PEMReader.certificates(bytes, what: "the trust roots")
+        case .pem(let pem):
+            let certificates = try PEMReader.certificates(pem.bytes, what: "the trust roots\(pem.origin)")
             defer { for certificate in certificates { X509_free(certificate) } }
             let store = SSL_CTX_get_cert_store(self.context)
             for certificate in certificates where X509_STORE_add_cert(store, certificate) != 1 {
-                throw TLSSetupError(operation: "adding a trust root")
+                throw TLSSetupError(operation: "adding a trust root\(pem.origin)")
             }
         }
     }
 
-    private func useCertificateChain(_ source: PEMSource) throws(TLSSetupError) {
-        switch source {
-        case .file(let path):
-            guard SSL_CTX_use_certificate_chain_file(self.context, path) == 1 else {
-                throw TLSSetupError(operation: "loading the certificate chain from \(path)")
-            }
-        case .bytes(let bytes):
-            let certificates = try PEMReader.certificates(bytes, what: "the certificate chain")
-            defer { for certificate in certificates { X509_free(certificate) } }
-            guard SSL_CTX_use_certificate(self.context, certificates[0]) == 1 else {
-                throw TLSSetupError(operation: "using the certificate")
-            }
-            for intermediate in certificates.dropFirst()
-            where cshim_SSL_CTX_add1_chain_cert(self.context, intermediate) != 1 {
-                throw TLSSetupError(operation: "adding an intermediate certificate")
-            }
+    private func useCertificateChain(_ pem: ResolvedMaterial.PEM) throws(TLSSetupError) {
+        let certificates = try PEMReader.certificates(pem.bytes, what: "the certificate chain\(pem.origin)")
+        defer { for certificate in certificates { X509_free(certificate) } }
+        guard SSL_CTX_use_certificate(self.context, certificates[0]) == 1 else {
+            throw TLSSetupError(operation: "using the certificate\(pem.origin)")
+        }
+        for intermediate in certificates.dropFirst()
+        where cshim_SSL_CTX_add1_chain_cert(self.context, intermediate) != 1 {
+            throw TLSSetupError(operation: "adding an intermediate certificate\(pem.origin)")
         }
     }
 
-    private func usePrivateKey(_ source: PEMSource) throws(TLSSetupError) {
-        switch source {
-        case .file(let path):
-            guard SSL_CTX_use_PrivateKey_file(self.context, path, SSL_FILETYPE_PEM) == 1 else {
-                throw TLSSetupError(operation: "loading the private key from \(path)")
-            }
-        case .bytes(let bytes):
-            let key = try PEMReader.privateKey(bytes)
-            defer { EVP_PKEY_free(key) }
-            guard SSL_CTX_use_PrivateKey(self.context, key) == 1 else {
-                throw TLSSetupError(operation: "using the private key")
-            }
+    private func usePrivateKey(_ pem: ResolvedMaterial.PEM) throws(TLSSetupError) {
+        let key = try PEMReader.privateKey(pem.bytes, what: "the private key\(pem.origin)")
+        defer { EVP_PKEY_free(key) }
+        guard SSL_CTX_use_PrivateKey(self.context, key) == 1 else {
+            throw TLSSetupError(operation: "using the private key\(pem.origin)")
         }
     }
 }

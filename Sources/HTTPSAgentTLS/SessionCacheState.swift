@@ -81,7 +81,7 @@ package struct SessionCacheState<Session> {
 
     /// The session to offer for `key`, if any. A single-use one is removed.
     package mutating func take(_ key: [UInt8], now: Int64) -> Session? {
-        self.claimLoaded(for: key)
+        self.claimLoaded(for: key, now: now)
         guard var entry = self.entries.removeValue(forKey: key) else {
             self.counters.misses += 1
             return nil
@@ -111,6 +111,14 @@ package struct SessionCacheState<Session> {
         self.tick += 1
         var entry = self.entries.removeValue(forKey: key) ?? Entry(sessions: [], lastUsed: self.tick)
         entry.lastUsed = self.tick
+        self.merge(stored, into: &entry)
+        self.entries[key] = entry
+        self.evictBeyondCapacity()
+    }
+
+    /// Adds a session as the newest of an entry: tickets accumulate (up to ``maximumPerKey``) and push
+    /// out a TLS 1.2 session; a TLS 1.2 session replaces everything.
+    private func merge(_ stored: Stored, into entry: inout Entry) {
         if stored.singleUse {
             entry.sessions.removeAll { !$0.singleUse }
             entry.sessions.append(stored)
@@ -118,17 +126,16 @@ package struct SessionCacheState<Session> {
                 entry.sessions.removeFirst(entry.sessions.count - self.maximumPerKey)
             }
         } else {
-            // A newer TLS 1.2 session supersedes whatever was kept.
             entry.sessions = [stored]
         }
-        self.entries[key] = entry
-        self.evictBeyondCapacity()
     }
 
     /// Drops every session of `key`: a connection under it failed with a TLS error or fatal alert.
     package mutating func invalidate(_ key: [UInt8]) {
-        self.claimLoaded(for: key)
-        if self.entries.removeValue(forKey: key) != nil {
+        let loadedBefore = self.loaded.count
+        self.loaded.removeAll { $0.matches(keyDigest: key) }
+        let droppedLoaded = self.loaded.count != loadedBefore
+        if self.entries.removeValue(forKey: key) != nil || droppedLoaded {
             self.counters.invalidations += 1
         }
     }
@@ -152,40 +159,48 @@ package struct SessionCacheState<Session> {
         return (byKey, self.loaded.filter { $0.expiresAt > now })
     }
 
-    /// Adds sessions read from a file; expired ones are dropped (and counted).
+    /// Adds sessions read from a file; expired ones are dropped (and counted), and an entry already
+    /// loaded is not loaded twice (a ticket must not be offered twice).
     package mutating func load(_ sessions: [PersistedSession], now: Int64) {
+        var known = Set(self.loaded)
         for session in sessions {
             if session.expiresAt <= now {
                 self.counters.expirations += 1
-            } else {
+            } else if known.insert(session).inserted {
                 self.loaded.append(session)
             }
         }
-        let limit = self.capacity * self.maximumPerKey
+        let (product, overflow) = self.capacity.multipliedReportingOverflow(by: self.maximumPerKey)
+        let limit = overflow ? Int.max : product
         if self.loaded.count > limit {
             self.loaded.removeFirst(self.loaded.count - limit)
         }
     }
 
-    /// Moves loaded sessions whose salted key hash matches `key` into the entry for `key`. One that
-    /// matches but does not open (altered) is dropped.
-    private mutating func claimLoaded(for key: [UInt8]) {
+    /// Moves loaded sessions whose salted key hash matches `key` into the entry for `key`, under the
+    /// same rules as ``store(_:for:now:)``, as older than anything stored since. One that matches but
+    /// does not open (altered) or has expired is dropped.
+    private mutating func claimLoaded(for key: [UInt8], now: Int64) {
         guard !self.loaded.isEmpty else { return }
         var matched: [Stored] = []
         let unseal = self.unseal
+        var expired = 0
         self.loaded.removeAll { loaded in
             guard loaded.matches(keyDigest: key) else { return false }
-            if let stored = unseal(loaded, key) {
+            if loaded.expiresAt <= now {
+                expired += 1
+            } else if let stored = unseal(loaded, key) {
                 matched.append(stored)
             }
             return true
         }
+        self.counters.expirations += expired
         guard !matched.isEmpty else { return }
         self.tick += 1
-        var entry = self.entries.removeValue(forKey: key) ?? Entry(sessions: [], lastUsed: self.tick)
-        entry.sessions.insert(contentsOf: matched, at: 0)  // older than anything stored since
-        if entry.sessions.count > self.maximumPerKey {
-            entry.sessions.removeFirst(entry.sessions.count - self.maximumPerKey)
+        let existing = self.entries.removeValue(forKey: key)
+        var entry = Entry(sessions: [], lastUsed: self.tick)
+        for stored in matched + (existing?.sessions ?? []) {
+            self.merge(stored, into: &entry)
         }
         self.entries[key] = entry
         self.evictBeyondCapacity()

@@ -155,9 +155,13 @@ package enum SessionCodec {
     static let magic = Array("HTTPSAGENT-SESSIONS-1\n".utf8)
     /// Refuse absurd sizes rather than allocate them.
     static let maximumEntries = 100_000
-    static let maximumDERLength = 64 * 1024 + 28
+    /// The largest sealed session an entry may hold (64 KiB of DER, plus nonce and tag).
+    package static let maximumSealedLength = 64 * 1024 + 28
 
+    /// Encodes `sessions`. Entries ``decode(_:)`` would refuse (sealed larger than
+    /// ``maximumSealedLength``) are left out, so that one of them cannot spoil the whole file.
     package static func encode(_ sessions: [PersistedSession]) -> [UInt8] {
+        let sessions = sessions.filter { $0.sealed.count <= Self.maximumSealedLength }
         var bytes = Self.magic
         Self.append(UInt32(sessions.count), to: &bytes)
         for session in sessions {
@@ -192,7 +196,7 @@ package enum SessionCodec {
             let keyHash = try reader.bytes(32)
             let expiresAt = Int64(bitPattern: try reader.uint64())
             let length = Int(try reader.uint32())
-            guard length <= Self.maximumDERLength else {
+            guard length <= Self.maximumSealedLength else {
                 throw SessionFileError(reason: "an entry claims \(length) bytes")
             }
             let sealed = try reader.bytes(length)

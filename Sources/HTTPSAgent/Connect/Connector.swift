@@ -245,7 +245,7 @@ struct Connector: Sendable {
             host: origin.host,
             port: origin.port,
             serverName: IPAddressLiteral.isIPAddress(origin.host) ? nil : origin.host,
-            alpn: configuration.contextOptions.alpnProtocols,
+            alpn: context.options.alpnProtocols,
             configurationIdentity: context.identity
         )
         let persistable = !context.hasClientCertificate

@@ -25,7 +25,10 @@ struct SessionKey: Sendable, Hashable {
         field(Array(self.host.utf8))
         field(Array(String(self.port).utf8))
         field(self.serverName.map { Array("sni:\($0)".utf8) } ?? Array("no-sni".utf8))
-        field(Array(self.alpn.joined(separator: ",").utf8))
+        field(Array(String(self.alpn.count).utf8))
+        for name in self.alpn {
+            field(Array(name.utf8))
+        }
         field(self.configurationIdentity)
         return CryptoPrimitives.sha256(bytes)
     }

@@ -87,8 +87,9 @@ package final class NginxServer: @unchecked Sendable {
                 """
             try configuration.write(toFile: directory + "/nginx.conf", atomically: true, encoding: .utf8)
             let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = ["-p", directory, "-c", directory + "/nginx.conf"]
+            // Under `timeout`, so that a test run that dies cannot leave nginx behind for long.
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+            process.arguments = ["-k", "5", "600", executable, "-p", directory, "-c", directory + "/nginx.conf"]
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             process.standardInput = FileHandle.nullDevice
@@ -131,12 +132,7 @@ package final class NginxServer: @unchecked Sendable {
     }
 
     private static func kill(_ process: Process) {
-        guard process.isRunning else { return }
-        // SIGKILL, then poll: Foundation's waitUntilExit can hang on Linux off the main thread.
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        for _ in 0..<200 where process.isRunning {
-            usleep(10_000)
-        }
+        stopProcessUnderTimeout(process)
     }
 
     private static func freePort() throws -> Int {

@@ -35,8 +35,9 @@ package final class OpenSSLServer: @unchecked Sendable {
             throw StartError(description: Self.unavailableReason ?? "openssl not found")
         }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["s_server", "-accept", "127.0.0.1:0"] + arguments
+        // Under `timeout`, so that a test run that dies cannot leave a server behind for long.
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = ["-k", "5", "600", executable, "s_server", "-accept", "127.0.0.1:0"] + arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
@@ -70,15 +71,23 @@ package final class OpenSSLServer: @unchecked Sendable {
 
     /// Stops the server.
     package func stop() {
-        guard self.process.isRunning else { return }
-        // SIGKILL, then poll: Foundation's waitUntilExit can hang on Linux when called off the main thread.
-        kill(self.process.processIdentifier, SIGKILL)
-        for _ in 0..<200 where self.process.isRunning {
-            usleep(10_000)
-        }
+        stopProcessUnderTimeout(self.process)
     }
 
     deinit {
         self.stop()
+    }
+}
+
+/// Stops a process started under `timeout(1)`. `timeout` puts itself and its child in a process group
+/// of their own, so SIGKILL to that group ends both at once, whatever signals the spawning thread had
+/// blocked (and so passed on). Then poll: Foundation's `waitUntilExit` can hang on Linux off the main
+/// thread.
+func stopProcessUnderTimeout(_ process: Process) {
+    guard process.isRunning else { return }
+    kill(-process.processIdentifier, SIGKILL)
+    kill(process.processIdentifier, SIGKILL)
+    for _ in 0..<300 where process.isRunning {
+        usleep(10_000)
     }
 }

@@ -118,14 +118,26 @@ package final class SSLConnectionBox {
     /// - Returns: whether the reference was taken (else OpenSSL releases it).
     func sessionReceived(takingOwnership session: OpaquePointer) -> Bool {
         guard let onNewSession = self.onNewSession else { return false }
-        onNewSession(SSLSessionBox(takingOwnership: session))
+        // A ticket issued on a resumed connection vouches for the certificate checked back when the
+        // offered session was made, not now.
+        let verifiedAt = SSL_session_reused(self.ssl) == 1 ? self.offeredSession?.verifiedAt : nil
+        onNewSession(SSLSessionBox(takingOwnership: session, verifiedAt: verifiedAt))
         return true
     }
 
     /// Offers a cached session for resumption; call before the handshake starts.
+    ///
+    /// OpenSSL gets a private copy: it writes into the session it resumes, and the cached one may be
+    /// offered on another event loop at the same time.
     package func offer(_ session: SSLSessionBox) {
-        _ = SSL_set_session(self.ssl, session.session)
+        guard let copy = SSL_SESSION_dup(session.session) else { return }
+        _ = SSL_set_session(self.ssl, copy)
+        SSL_SESSION_free(copy)  // the SSL holds its own reference now
+        self.offeredSession = session
     }
+
+    /// The session offered for this connection, if any.
+    package private(set) var offeredSession: SSLSessionBox?
 
     private func reportFatalError() {
         let callback = self.onFatalError

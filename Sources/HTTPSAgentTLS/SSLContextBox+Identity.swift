@@ -34,6 +34,7 @@ enum ContextIdentity {
         field("chain", material.certificateChain.map { text("pem:") + $0.bytes } ?? text("none"))
         field("key", material.privateKey.map { text("pem:") + $0.bytes } ?? text("none"))
         field("tickets", text(options.sessionTickets ? "on" : "off"))
+        field("session-timeout", text(options.sessionTimeout.map { "\($0)" } ?? "default"))
         return CryptoPrimitives.sha256(bytes)
     }
 

@@ -124,6 +124,9 @@ package final class SSLContextBox: @unchecked Sendable {
         // Resumption with a server-side cache needs a session id context.
         let sessionContext: [UInt8] = Array("swift-https-agent".utf8)
         _ = SSL_CTX_set_session_id_context(self.context, sessionContext, UInt32(sessionContext.count))
+        if let timeout = options.sessionTimeout {
+            _ = SSL_CTX_set_timeout(self.context, timeout)
+        }
         if !options.sessionTickets {
             SSL_CTX_set_options(self.context, cshim_SSL_OP_NO_TICKET())
             // TLS 1.3 sends tickets unless told not to, even with SSL_OP_NO_TICKET and a stateful cache.

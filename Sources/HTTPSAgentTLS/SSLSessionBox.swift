@@ -7,29 +7,39 @@ import Glibc
 /// Owns one `SSL_SESSION`: a TLS 1.2 session (ID or RFC 5077 ticket) or a TLS 1.3 ticket that a later
 /// connection can resume.
 ///
-/// Immutable after creation. OpenSSL reference-counts sessions and lets several `SSL` objects refer to
-/// one, so a box can be offered from any thread; a TLS 1.3 ticket is nonetheless handed to one
-/// connection only (the cache takes it out when it offers it, RFC 8446 appendix C.4).
+/// Immutable after creation, and never handed to OpenSSL as is: ``SSLConnectionBox/offer(_:)`` offers a
+/// copy, because OpenSSL writes into a session it resumes (e.g. marks it not resumable after a fatal
+/// alert), and a TLS 1.2 session can be offered on several event loops at once. A TLS 1.3 ticket is
+/// handed to one connection only (the cache takes it out when it offers it, RFC 8446 appendix C.4).
 package final class SSLSessionBox: @unchecked Sendable {
     let session: OpaquePointer
 
     /// The protocol the session was made with.
     package let protocolVersion: TLSProtocolVersion?
-    /// When the session was made, in seconds since 1970.
+    /// When OpenSSL made the session, in seconds since 1970 (reset on every new ticket).
     package let createdAt: Int64
-    /// How long the session may be resumed, in seconds, as OpenSSL records it (for TLS 1.3 the
-    /// server's ticket lifetime).
+    /// How long the server lets the session be resumed, in seconds: its ticket lifetime hint for TLS 1.3
+    /// and TLS 1.2 tickets; for a TLS 1.2 session ID (no hint), OpenSSL's session timeout.
     package let lifetime: Int64
     /// When the server's certificate stops being valid, in seconds since 1970, if known.
     package let peerNotAfter: Int64?
+    /// When the server's certificate was last verified in a full handshake: now for a session from a
+    /// full handshake, the offered session's time for one issued on a resumed connection. Lifetimes are
+    /// capped from this moment, so a chain of resumptions cannot put off verification forever.
+    package let verifiedAt: Int64
 
     /// Adopts a session reference the caller owns (e.g. from the new-session callback).
-    init(takingOwnership session: OpaquePointer) {
+    ///
+    /// - Parameter verifiedAt: when the certificate behind it was verified; `nil` means at creation.
+    init(takingOwnership session: OpaquePointer, verifiedAt: Int64? = nil) {
         self.session = session
         self.protocolVersion = TLSProtocolVersion(rawValue: Int(SSL_SESSION_get_protocol_version(session)))
         self.createdAt = Int64(SSL_SESSION_get_time(session))
-        self.lifetime = Int64(SSL_SESSION_get_timeout(session))
+        // OpenSSL 3 keeps the client's own default in the timeout; the server's word is the hint.
+        let hint = Int64(SSL_SESSION_get_ticket_lifetime_hint(session))
+        self.lifetime = hint > 0 ? hint : Int64(SSL_SESSION_get_timeout(session))
         self.peerNotAfter = SSL_SESSION_get0_peer(session).flatMap { Self.seconds(X509_get0_notAfter($0)) }
+        self.verifiedAt = verifiedAt ?? self.createdAt
     }
 
     deinit {
@@ -55,7 +65,9 @@ package final class SSLSessionBox: @unchecked Sendable {
     }
 
     /// Decodes a session from its DER form.
-    package convenience init?(der: [UInt8]) {
+    ///
+    /// - Parameter verifiedAt: when the certificate behind it was verified, if known (else its time).
+    package convenience init?(der: [UInt8], verifiedAt: Int64? = nil) {
         OpenSSLErrorQueue.clear()
         let session: OpaquePointer? = der.withUnsafeBufferPointer { buffer in
             var cursor = buffer.baseAddress
@@ -65,7 +77,7 @@ package final class SSLSessionBox: @unchecked Sendable {
             OpenSSLErrorQueue.clear()
             return nil
         }
-        self.init(takingOwnership: session)
+        self.init(takingOwnership: session, verifiedAt: verifiedAt)
     }
 
     private static func seconds(_ time: UnsafePointer<ASN1_TIME>?) -> Int64? {

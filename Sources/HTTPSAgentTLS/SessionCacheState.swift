@@ -20,12 +20,21 @@ package struct SessionCacheState<Session> {
         package var singleUse: Bool
         /// False for sessions tied to a client certificate: never written to a file.
         package var persistable: Bool
+        /// A digest of the session itself, to recognise the same ticket coming back from a file.
+        package var fingerprint: [UInt8]?
 
-        package init(session: Session, expiresAt: Int64, singleUse: Bool, persistable: Bool) {
+        package init(
+            session: Session,
+            expiresAt: Int64,
+            singleUse: Bool,
+            persistable: Bool,
+            fingerprint: [UInt8]? = nil
+        ) {
             self.session = session
             self.expiresAt = expiresAt
             self.singleUse = singleUse
             self.persistable = persistable
+            self.fingerprint = fingerprint
         }
     }
 
@@ -55,6 +64,11 @@ package struct SessionCacheState<Session> {
     private var entries: [[UInt8]: Entry] = [:]
     /// Sessions read from a file, not yet matched to a key: only a salted hash of their key is known.
     private var loaded: [PersistedSession] = []
+    /// Fingerprints of tickets already offered (most recent last), so that a ticket read back from a
+    /// file is not offered a second time.
+    private var spent: [[UInt8]] = []
+    private var spentSet: Set<[UInt8]> = []
+    private static var spentMemory: Int { 4096 }
     private var tick: UInt64 = 0
     private var counters = Stats()
 
@@ -95,6 +109,9 @@ package struct SessionCacheState<Session> {
         }
         if newest.singleUse {
             entry.sessions.removeLast()
+            if let fingerprint = newest.fingerprint {
+                self.rememberSpent(fingerprint)
+            }
         }
         self.tick += 1
         entry.lastUsed = self.tick
@@ -195,15 +212,33 @@ package struct SessionCacheState<Session> {
             return true
         }
         self.counters.expirations += expired
+        // The same ticket may come back from a file: once spent, or while still held, it is not kept twice.
+        let existing = self.entries[key]
+        var known = self.spentSet
+        for stored in existing?.sessions ?? [] {
+            if let fingerprint = stored.fingerprint { known.insert(fingerprint) }
+        }
+        matched.removeAll { stored in
+            guard let fingerprint = stored.fingerprint else { return false }
+            return !known.insert(fingerprint).inserted
+        }
         guard !matched.isEmpty else { return }
         self.tick += 1
-        let existing = self.entries.removeValue(forKey: key)
+        self.entries.removeValue(forKey: key)
         var entry = Entry(sessions: [], lastUsed: self.tick)
         for stored in matched + (existing?.sessions ?? []) {
             self.merge(stored, into: &entry)
         }
         self.entries[key] = entry
         self.evictBeyondCapacity()
+    }
+
+    private mutating func rememberSpent(_ fingerprint: [UInt8]) {
+        guard self.spentSet.insert(fingerprint).inserted else { return }
+        self.spent.append(fingerprint)
+        if self.spent.count > Self.spentMemory {
+            self.spentSet.remove(self.spent.removeFirst())
+        }
     }
 
     private mutating func evictBeyondCapacity() {

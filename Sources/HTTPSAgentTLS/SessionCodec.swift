@@ -154,7 +154,7 @@ package struct SessionFileError: Error, Sendable, Hashable, CustomStringConverti
 package enum SessionCodec {
     static let magic = Array("HTTPSAGENT-SESSIONS-1\n".utf8)
     /// Refuse absurd sizes rather than allocate them.
-    static let maximumEntries = 100_000
+    static let maximumEntries = 10_000
     /// The largest sealed session an entry may hold (64 KiB of DER, plus nonce and tag).
     package static let maximumSealedLength = 64 * 1024 + 28
 

@@ -57,6 +57,9 @@ package struct TLSContextOptions: Sendable, Hashable {
     package var privateKey: PEMSource?
     /// Server only: whether to issue session tickets (TLS 1.2 RFC 5077 and TLS 1.3).
     package var sessionTickets: Bool
+    /// Server only: how long sessions may be resumed, in seconds (the ticket lifetime hint); `nil`
+    /// keeps OpenSSL's default.
+    package var sessionTimeout: Int?
 
     package init(
         role: Role,
@@ -67,7 +70,8 @@ package struct TLSContextOptions: Sendable, Hashable {
         alpnProtocols: [String] = ["http/1.1"],
         certificateChain: PEMSource? = nil,
         privateKey: PEMSource? = nil,
-        sessionTickets: Bool = true
+        sessionTickets: Bool = true,
+        sessionTimeout: Int? = nil
     ) {
         self.role = role
         self.trustRoots = trustRoots
@@ -78,5 +82,6 @@ package struct TLSContextOptions: Sendable, Hashable {
         self.certificateChain = certificateChain
         self.privateKey = privateKey
         self.sessionTickets = sessionTickets
+        self.sessionTimeout = sessionTimeout
     }
 }

@@ -43,6 +43,7 @@ package final class ScriptedTCPServer: Sendable {
     package static func start(
         _ behavior: Behavior,
         host: String = "127.0.0.1",
+        port: Int = 0,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> ScriptedTCPServer {
         let accepted = NIOLockedValueBox(0)
@@ -82,7 +83,7 @@ package final class ScriptedTCPServer: Sendable {
                     }
                 }
             }
-            .bind(host: host, port: 0)
+            .bind(host: host, port: port)
             .get()
         return ScriptedTCPServer(channel: channel, accepted: accepted, requests: requests)
     }

@@ -554,3 +554,44 @@ struct SessionCacheStateLoadRulesTests {
         #expect(state.stats.expirations == 1)
     }
 }
+
+@Suite("SessionCacheState: a spent ticket read back from a file")
+struct SessionCacheStateSpentTicketTests {
+    /// Unseals fake DER and fingerprints it, as the real cache fingerprints the session's DER.
+    fileprivate static let fingerprintingUnseal: @Sendable (PersistedSession, [UInt8]) -> State.Stored? = {
+        persisted,
+        digest in
+        guard let der = persisted.open(keyDigest: digest) else { return nil }
+        let id = der.suffix(8).reduce(Int64(0)) { $0 << 8 | Int64($1) }
+        return State.Stored(
+            session: FakeSession(id: Int(id)),
+            expiresAt: persisted.expiresAt,
+            singleUse: true,
+            persistable: true,
+            fingerprint: CryptoPrimitives.sha256(der)
+        )
+    }
+
+    @Test func aTicketSpentBeforeTheFileIsLoadedIsNotOfferedAgain() {
+        var state = State(capacity: 10, unseal: Self.fingerprintingUnseal)
+        let der = fakeDER(1, singleUse: true)
+        var spent = ticket(1)
+        spent.fingerprint = CryptoPrimitives.sha256(der)
+        state.store(spent, for: key(1), now: 0)
+        #expect(state.take(key(1), now: 1) == FakeSession(id: 1))
+        // The same ticket comes back from a file saved earlier.
+        state.load([PersistedSession(der: der, keyDigest: key(1), expiresAt: 1_000)], now: 1)
+        #expect(state.take(key(1), now: 2) == nil)
+    }
+
+    @Test func aTicketHeldAndLoadedAgainIsKeptOnce() {
+        var state = State(capacity: 10, unseal: Self.fingerprintingUnseal)
+        let der = fakeDER(1, singleUse: true)
+        var held = ticket(1)
+        held.fingerprint = CryptoPrimitives.sha256(der)
+        state.store(held, for: key(1), now: 0)
+        state.load([PersistedSession(der: der, keyDigest: key(1), expiresAt: 1_000)], now: 1)
+        #expect(state.take(key(1), now: 2) == FakeSession(id: 1))
+        #expect(state.take(key(1), now: 2) == nil)
+    }
+}

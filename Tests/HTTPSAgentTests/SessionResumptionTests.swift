@@ -162,6 +162,65 @@ struct SessionResumptionTests {
         try await impostor.shutdown()
     }
 
+    @Test func aHandshakeThatFailsAfterOfferingASessionDropsIt() async throws {
+        let good = try await environment.tlsServer()
+        let port = good.port
+        let cache = TLSSessionCache()
+        let agent = self.reconnectingAgent(cache: cache)
+        _ = try await self.requests(2, agent: agent, url: "https://localhost:\(port)/hello")
+        #expect(cache.stats.entries == 1)
+        try await good.shutdown()
+        // Something on that port now reads the ClientHello (with the offered session in it) and closes:
+        // no TLS alert, no OpenSSL error, but that session must not be offered again and again.
+        let resetter = try await ScriptedTCPServer.start(.reply("", close: true), port: port)
+        await #expect(throws: AgentError.self) {
+            _ = try await agent.get("https://localhost:\(port)/hello")
+        }
+        #expect(await AgentLifecycleTests.waitFor { cache.stats.entries == 0 })
+        #expect(cache.stats.invalidations == 1)
+        await agent.shutdown()
+        try await resetter.shutdown()
+    }
+
+    @Test func onlyAPrivateRegularFileIsLoaded() async throws {
+        let files = try environment.certificates.writeFiles()
+        defer { files.remove() }
+        let cache = TLSSessionCache()
+        let good = files.directory + "/sessions.bin"
+        try cache.save(to: good)
+        try cache.load(from: good)
+
+        func refused(_ path: String, _ reason: String) {
+            #expect {
+                try TLSSessionCache().load(from: path)
+            } throws: { error in
+                (error as? TLSSessionCache.FileError)?.reason.contains(reason) == true
+            }
+        }
+        let link = files.directory + "/link.bin"
+        symlink(good, link)
+        refused(link, "cannot be opened")
+        let shared = files.directory + "/shared.bin"
+        try cache.save(to: shared)
+        chmod(shared, 0o666)
+        refused(shared, "other users can write")
+        let foreign = files.directory + "/foreign.bin"
+        try cache.save(to: foreign)
+        if geteuid() == 0 {
+            chown(foreign, 65_534, 65_534)
+            refused(foreign, "belongs to another user")
+        }
+        let fifo = files.directory + "/fifo"
+        mkfifo(fifo, 0o600)
+        refused(fifo, "not a regular file")
+        let huge = files.directory + "/huge.bin"
+        let descriptor = open(huge, O_WRONLY | O_CREAT, 0o600)
+        ftruncate(descriptor, off_t(32 << 20))
+        close(descriptor)
+        refused(huge, "larger than")
+        for path in [good, link, shared, foreign, fifo, huge] { unlink(path) }
+    }
+
     @Test func aPersistedCacheResumesOnTheFirstConnectionOfANewAgent() async throws {
         let server = try await environment.tlsServer()
         let files = try environment.certificates.writeFiles()

@@ -55,14 +55,19 @@ public final class TLSSessionCache: Sendable {
         self.capacity = capacity
         self.state = NIOLockedValueBox(
             SessionCacheState(capacity: capacity) { persisted, keyDigest in
-                guard let der = persisted.open(keyDigest: keyDigest), let session = SSLSessionBox(der: der) else {
+                guard let der = persisted.open(keyDigest: keyDigest), let session = SSLSessionBox(der: der),
+                    session.isResumable, let ownExpiry = Self.expiry(of: session)
+                else {
                     return nil
                 }
+                // The file's expiry carries the caps computed when the session was made; the session's
+                // own fields can only shorten it.
                 return .init(
                     session: session,
-                    expiresAt: persisted.expiresAt,
+                    expiresAt: min(persisted.expiresAt, ownExpiry),
                     singleUse: session.isSingleUse,
-                    persistable: true
+                    persistable: true,
+                    fingerprint: CryptoPrimitives.sha256(der)
                 )
             }
         )
@@ -101,7 +106,8 @@ public final class TLSSessionCache: Sendable {
             session: session,
             expiresAt: expiresAt,
             singleUse: session.isSingleUse,
-            persistable: persistable
+            persistable: persistable,
+            fingerprint: session.isSingleUse ? CryptoPrimitives.sha256(session.derEncoded()) : nil
         )
         let digest = key.digest
         self.state.withLockedValue { $0.store(stored, for: digest, now: Self.now()) }
@@ -113,12 +119,13 @@ public final class TLSSessionCache: Sendable {
         self.state.withLockedValue { $0.invalidate(digest) }
     }
 
-    /// When a session stops being offered: its lifetime, capped, and never after the server
-    /// certificate it was verified with expires. `nil` for a session with no lifetime.
+    /// When a session stops being offered: the lifetime the server gave it, at most 7 days (TLS 1.3)
+    /// or 1 day (TLS 1.2) after the full handshake that last verified the server's certificate, and
+    /// never after that certificate expires. `nil` for a session with no lifetime.
     static func expiry(of session: SSLSessionBox) -> Int64? {
         guard session.lifetime > 0 else { return nil }
         let cap = session.isSingleUse ? Self.tls13LifetimeCap : Self.tls12LifetimeCap
-        var expiresAt = session.createdAt + min(session.lifetime, cap)
+        var expiresAt = min(session.createdAt + session.lifetime, session.verifiedAt + cap)
         if let notAfter = session.peerNotAfter {
             expiresAt = min(expiresAt, notAfter)
         }
@@ -146,10 +153,12 @@ extension TLSSessionCache {
     /// Writes the cache's sessions to `path` (mode 0600, replaced atomically), so a later process can
     /// resume on its first connection after ``load(from:)``.
     ///
-    /// The file holds session secrets: treat it like a private key. Host names are not in it: each entry
-    /// is found by a salted SHA-256 of its key and encrypted (AES-256-GCM) under a key derived from the
-    /// host, port and TLS configuration, since a session itself carries the server's certificate and
-    /// name. Sessions tied to a client certificate, and expired ones, are not written.
+    /// The file holds session secrets: treat it like a private key, and write access to it like write
+    /// access to the trust store (a forged session could impersonate a server). Host names are not in
+    /// it in clear: each entry is found by a salted SHA-256 of its key and encrypted (AES-256-GCM) under
+    /// a key derived from the host, port and TLS configuration, since a session itself carries the
+    /// server's certificate and name. Sessions tied to a client certificate, and expired ones, are not
+    /// written.
     ///
     /// - Throws: ``FileError`` if the file cannot be written.
     public func save(to path: String) throws(FileError) {
@@ -168,12 +177,13 @@ extension TLSSessionCache {
     /// from the file is offered only to a connection whose key hashes to the entry's key hash, and can
     /// only be decrypted with that key; an entry altered since it was written is dropped.
     ///
-    /// - Throws: ``FileError`` if the file is missing, unreadable, truncated, corrupt or not a session
-    ///   file; the cache is then unchanged.
+    /// Only a regular file that belongs to the current user, is not writable by group or others, and
+    /// is at most 16 MiB is read; a symbolic link is not followed.
+    ///
+    /// - Throws: ``FileError`` if the file is missing, unreadable, not private, too large, truncated,
+    ///   corrupt or not a session file; the cache is then unchanged.
     public func load(from path: String) throws(FileError) {
-        guard let bytes = FileContents.read(path) else {
-            throw FileError(path: path, reason: "it cannot be read")
-        }
+        let bytes = try Self.readPrivateFile(path)
         let persisted: [PersistedSession]
         do {
             persisted = try SessionCodec.decode(bytes)
@@ -182,6 +192,47 @@ extension TLSSessionCache {
         }
         let now = Self.now()
         self.state.withLockedValue { $0.load(persisted, now: now) }
+    }
+
+    /// The largest session file accepted: far more than `capacity` keys of tickets need.
+    static let maximumFileSize = 16 << 20
+
+    /// Reads a session file only if it is a regular file (no symbolic link followed), owned by this user,
+    /// not writable by others, and of a sane size: whoever can write it can make us resume a session
+    /// they made, and so impersonate a server without its certificate.
+    private static func readPrivateFile(_ path: String) throws(FileError) -> [UInt8] {
+        let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        guard descriptor >= 0 else {
+            throw FileError(path: path, reason: "it cannot be opened: \(String(cString: strerror(errno)))")
+        }
+        defer { close(descriptor) }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else {
+            throw FileError(path: path, reason: "it cannot be examined: \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw FileError(path: path, reason: "it is not a regular file")
+        }
+        guard info.st_uid == geteuid() else {
+            throw FileError(path: path, reason: "it belongs to another user")
+        }
+        guard info.st_mode & 0o022 == 0 else {
+            throw FileError(path: path, reason: "other users can write to it")
+        }
+        guard Int(info.st_size) <= Self.maximumFileSize else {
+            throw FileError(path: path, reason: "it is larger than \(Self.maximumFileSize) bytes")
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+        var offset = 0
+        while offset < bytes.count {
+            let count = bytes.withUnsafeMutableBytes { read(descriptor, $0.baseAddress! + offset, $0.count - offset) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else {
+                throw FileError(path: path, reason: "it cannot be read whole")
+            }
+            offset += count
+        }
+        return bytes
     }
 
     private static func writeAtomically(_ bytes: [UInt8], to path: String) throws(FileError) {

@@ -258,9 +258,11 @@ struct Connector: Sendable {
             } catch {
                 throw Self.configurationError(error, origin: origin)
             }
+            var offered = false
             if let cache {
                 if let session = cache.take(sessionKey) {
                     connection.offer(session)
+                    offered = true
                 }
                 connection.onNewSession = { session in
                     cache.store(session, for: sessionKey, persistable: persistable)
@@ -277,10 +279,16 @@ struct Connector: Sendable {
             try channel.pipeline.syncOperations.addHandler(
                 TLSHandler(connection: connection, handshakePromise: promise)
             )
+            return offered
         }
         // If the handler never made it into the pipeline, nothing else will complete the promise.
         installed.cascadeFailure(to: promise)
-        try await installed.get()
+        let offeredSession = try await installed.get()
+        // A handshake that offered a session and failed in any way (an alert, a reset, a timeout) drops
+        // its key's sessions: one a server or middlebox chokes on must not be offered again and again.
+        if offeredSession, let cache {
+            promise.futureResult.whenFailure { _ in cache.invalidate(sessionKey) }
+        }
         do {
             let info = try await withTaskCancellationHandler {
                 try await promise.futureResult.get()

@@ -49,7 +49,4 @@ struct MemoryBIOPair {
         }
         return buffer
     }
-
-    /// Whether ciphertext fed to OpenSSL is still waiting to be decrypted.
-    var hasUnreadInput: Bool { BIO_ctrl_pending(self.incoming) > 0 }
 }

@@ -47,9 +47,6 @@ package final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var unflushedPromises: [EventLoopPromise<Void>] = []
     private var receivedCloseNotify = false
 
-    /// What the handshake negotiated, once it has completed.
-    package private(set) var negotiated: TLSConnectionInfo?
-
     /// - Parameters:
     ///   - connection: the OpenSSL connection this handler drives; owned by the handler from now on.
     ///   - handshakePromise: completed with the negotiated parameters, or failed with a ``TLSFailure``
@@ -222,7 +219,6 @@ package final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func completeHandshake(context: ChannelHandlerContext) {
         self.state = .active
         let info = self.connection.connectionInfo
-        self.negotiated = info
         // Our last handshake flight (e.g. the client Finished) goes out before any application data.
         self.writeOutput(context: context, promises: [])
         let writes = self.bufferedWrites

@@ -39,6 +39,20 @@ struct SessionResumptionTests {
         return (resumed, count - resumed)
     }
 
+    /// Replaces the file at `path` with `bytes`, mode 0600.
+    func writeFile(_ bytes: [UInt8], to path: String) {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        close(descriptor)
+    }
+
+    /// Rewrites every entry of the session file at `path` (with a valid checksum).
+    func rewriteEntries(at path: String, _ change: (PersistedSession) -> PersistedSession) throws -> Int {
+        let entries = try SessionCodec.decode(#require(FileContents.read(path))).map(change)
+        self.writeFile(SessionCodec.encode(entries), to: path)
+        return entries.count
+    }
+
     @Test(
         arguments: [
             ("TLS 1.3 tickets", TLSProtocolVersion?.none, true),
@@ -301,9 +315,7 @@ struct SessionResumptionTests {
         ]
         for (name, bytes) in cases {
             let path = files.directory + "/\(name).bin"
-            let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-            _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-            close(descriptor)
+            self.writeFile(bytes, to: path)
             let fresh = TLSSessionCache()
             #expect(throws: TLSSessionCache.FileError.self, "\(name)") { try fresh.load(from: path) }
             let freshAgent = self.reconnectingAgent(cache: fresh)
@@ -329,7 +341,7 @@ struct SessionResumptionTests {
         try cache.save(to: path)
         // Someone extends the lifetimes and recomputes the (unkeyed) checksum: the file loads, but the
         // seal binds each lifetime, so nothing opens and nothing is offered.
-        let entries = try SessionCodec.decode(#require(FileContents.read(path))).map { entry in
+        _ = try self.rewriteEntries(at: path) { entry in
             PersistedSession(
                 salt: entry.salt,
                 keyHash: entry.keyHash,
@@ -337,10 +349,6 @@ struct SessionResumptionTests {
                 sealed: entry.sealed
             )
         }
-        let bytes = SessionCodec.encode(entries)
-        let descriptor = open(path, O_WRONLY | O_TRUNC, 0o600)
-        _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-        close(descriptor)
         let fresh = TLSSessionCache()
         try fresh.load(from: path)
         let freshAgent = self.reconnectingAgent(cache: fresh)
@@ -361,17 +369,13 @@ struct SessionResumptionTests {
         let path = files.directory + "/sessions.bin"
         try cache.save(to: path)
         // Rewrite the file with every entry already expired.
-        let entries = try SessionCodec.decode(#require(FileContents.read(path))).map { entry in
+        let count = try self.rewriteEntries(at: path) { entry in
             PersistedSession(salt: entry.salt, keyHash: entry.keyHash, expiresAt: 1_000, sealed: entry.sealed)
         }
-        let bytes = SessionCodec.encode(entries)
-        let descriptor = open(path, O_WRONLY | O_TRUNC, 0o600)
-        _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-        close(descriptor)
 
         let fresh = TLSSessionCache()
         try fresh.load(from: path)
-        #expect(fresh.stats.expirations == entries.count)
+        #expect(fresh.stats.expirations == count)
         let freshAgent = self.reconnectingAgent(cache: fresh)
         #expect(try await self.requests(1, agent: freshAgent, url: server.url("/hello")).full == 1)
         unlink(path)

@@ -22,10 +22,6 @@ static inline int cshim_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version)
     return (int)SSL_CTX_set_max_proto_version(ctx, version);
 }
 
-static inline long cshim_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) {
-    return SSL_CTX_set_mode(ctx, mode);
-}
-
 static inline long cshim_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode) {
     return SSL_CTX_set_session_cache_mode(ctx, mode);
 }
@@ -36,10 +32,6 @@ static inline int cshim_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
 
 static inline int cshim_SSL_get_ex_new_index(void) {
     return SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-}
-
-static inline int cshim_SSL_CTX_get_ex_new_index(void) {
-    return SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 static inline long cshim_BIO_get_mem_data(BIO *bio, char **data) {
@@ -64,14 +56,6 @@ static inline X509 *cshim_SSL_get_peer_certificate(const SSL *ssl) {
 
 static inline int cshim_SSL_CTX_add1_chain_cert(SSL_CTX *ctx, X509 *cert) {
     return (int)SSL_CTX_add1_chain_cert(ctx, cert);
-}
-
-static inline unsigned long cshim_ERR_peek_error_lib(unsigned long error) {
-    return (unsigned long)ERR_GET_LIB(error);
-}
-
-static inline unsigned long cshim_ERR_get_reason(unsigned long error) {
-    return (unsigned long)ERR_GET_REASON(error);
 }
 
 /// `SSL_OP_*` values are built with a macro Swift does not import.

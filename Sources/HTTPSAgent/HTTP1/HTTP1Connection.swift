@@ -133,9 +133,6 @@ final class HTTP1Connection: Sendable {
         let handler = self.handler
         self.eventLoop.execute { handler.value.closeConnection(shutdown: shutdown) }
     }
-
-    /// Whether the channel is still open. A closed one is never handed out.
-    var isActive: Bool { self.channel.isActive }
 }
 
 /// The body stream's way back to its connection, hopping to the event loop.

@@ -127,10 +127,6 @@ final class ConnectionPool: Sendable {
         self.state.withLockedValue { $0.machine.hosts }
     }
 
-    var totalConnections: Int {
-        self.state.withLockedValue { $0.machine.totalConnections }
-    }
-
     // MARK: - Running the machine
 
     private func modify(_ body: (inout State) -> [PoolAction]) {

@@ -23,6 +23,7 @@ import NIOPosix
 /// - `/truncate/N`: announces N bytes, sends half, then closes.
 /// - `/delay/MS`: "delayed" after MS milliseconds.
 /// - `/slow/N/MS`: N bytes in 10 pieces spread over MS milliseconds.
+/// - `/timed/WAIT/N/MS`: nothing for WAIT milliseconds, then the head and N bytes over MS milliseconds.
 /// - `/close`: "bye" with `Connection: close`, then closes.
 /// - `/http10`: an HTTP/1.0 response without keep-alive.
 /// - `/status/CODE`: an empty response with that status.
@@ -311,6 +312,12 @@ final class TestServerHandler: ChannelInboundHandler {
         case "slow":
             let milliseconds = parts.count > 2 ? Int(parts[2]) ?? 0 : 0
             self.sendSlowly(context, total: number, over: milliseconds, close: lastRequest)
+        case "timed":
+            let total = parts.count > 2 ? Int(parts[2]) ?? 0 : 0
+            let milliseconds = parts.count > 3 ? Int(parts[3]) ?? 0 : 0
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(number))) {
+                self.sendSlowly(context, total: total, over: milliseconds, close: lastRequest)
+            }
         case "close":
             self.send(context, body: ByteBuffer(string: "bye"), close: true)
         case "http10":

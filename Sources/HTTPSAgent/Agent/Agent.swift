@@ -25,7 +25,10 @@ import NIOPosix
 public final class Agent: Sendable {
     /// The configuration the Agent was created with.
     public let configuration: Configuration
+    /// The observers told of every request and connection.
+    public let observers: [any AgentObserver]
     private let pool: ConnectionPool
+    private let requestIDs = NIOLockedValueBox<UInt64>(0)
 
     /// Creates an Agent.
     ///
@@ -33,11 +36,15 @@ public final class Agent: Sendable {
     ///   - configuration: pool limits and TLS settings.
     ///   - eventLoopGroup: where connections run; `nil` (the default) uses NIO's shared
     ///     `MultiThreadedEventLoopGroup.singleton`.
+    ///   - observers: told of every request's and connection's lifecycle events, e.g. a metrics
+    ///     adapter. With none (the default) events cost nothing.
     public init(
         configuration: Configuration = Configuration(),
-        eventLoopGroup: (any EventLoopGroup)? = nil
+        eventLoopGroup: (any EventLoopGroup)? = nil,
+        observers: [any AgentObserver] = []
     ) {
         self.configuration = configuration
+        self.observers = observers
         let connector = Connector(
             group: eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton,
             resolver: SystemResolver(),
@@ -46,13 +53,13 @@ public final class Agent: Sendable {
             tlsHandshakeTimeout: TimeAmount(configuration.tlsHandshakeTimeout),
             sessionCache: configuration.sessionCache
         )
-        self.pool = ConnectionPool(limits: configuration.poolLimits, connector: connector)
+        self.pool = ConnectionPool(limits: configuration.poolLimits, connector: connector, observers: observers)
     }
 
     /// Sends a request and returns once the response head has arrived.
     ///
     /// The body streams afterwards: read it from ``AgentResponse/body``. The connection returns to the
-    /// pool when the whole body has been received.
+    /// pool when the whole body has been received. ``AgentResponse/timing`` is complete from then on.
     ///
     /// When a reused connection turns out to have been closed by the server before any response byte
     /// came back, the request is sent again on another connection if that is safe: if no byte of it was
@@ -63,10 +70,45 @@ public final class Agent: Sendable {
     /// - Parameters:
     ///   - request: method, scheme, authority, path and header fields.
     ///   - body: the request body, if any.
+    ///   - observer: told of this request's events, and of the events of a connection dialled for it,
+    ///     in addition to the Agent's ``observers``.
     /// - Returns: the response head, its streamed body, and facts about the connection.
-    /// - Throws: ``AgentError``, naming the host and the phase that failed.
-    public func execute(_ request: HTTPRequest, body: RequestBody? = nil) async throws -> AgentResponse {
+    /// - Throws: ``AgentError``, naming the host and the phase that failed, with the request's
+    ///   ``AgentError/timing``.
+    public func execute(
+        _ request: HTTPRequest,
+        body: RequestBody? = nil,
+        observer: (any AgentObserver)? = nil
+    ) async throws -> AgentResponse {
+        let start = NIODeadline.now()
         let prepared = try PreparedRequest(request, body: body, agentKeepAlive: self.configuration.keepAlive)
+        let target = prepared.target
+        let id = self.requestIDs.withLockedValue { id in
+            id += 1
+            return id
+        }
+        var observers = self.observers
+        if let observer { observers.append(observer) }
+        let tracker = RequestTracker(
+            request: ObservedRequest(
+                id: id,
+                method: request.method,
+                scheme: target.scheme.rawValue,
+                host: target.host,
+                port: target.port,
+                path: request.path ?? "/"
+            ),
+            observers: observers,
+            now: start
+        )
+        do {
+            return try await self.execute(prepared, tracker: tracker)
+        } catch let error as AgentError {
+            throw tracker.fail(error)
+        }
+    }
+
+    private func execute(_ prepared: PreparedRequest, tracker: RequestTracker) async throws -> AgentResponse {
         if Task.isCancelled {
             throw AgentError(
                 code: .cancelled,
@@ -87,9 +129,10 @@ public final class Agent: Sendable {
         // back, sending it again on another connection is safe. A failure on a new connection is
         // never retried, so this ends after the pooled connections run out.
         var attempts = 0
+        tracker.queued()
         while true {
             attempts += 1
-            let lease = try await self.pool.lease(origin)
+            let lease = try await self.pool.lease(origin, tracker: tracker)
             if Task.isCancelled {
                 // Cancelled while the lease was being granted: hand the connection back unused rather
                 // than send a request nobody waits for.
@@ -102,11 +145,14 @@ public final class Agent: Sendable {
                     message: "the request was cancelled while waiting for a connection"
                 )
             }
+            let info = ConnectionInfo(lease: lease)
+            tracker.acquired(lease.connection, reused: lease.reused, info: info, now: .now())
             do {
-                let received = try await lease.connection.execute(prepared, id: lease.requestID)
-                return AgentResponse(received, lease: lease)
+                let received = try await lease.connection.execute(prepared, id: lease.requestID, tracker: tracker)
+                return AgentResponse(received, connection: info, tracker: tracker)
             } catch var error as AgentError where lease.reused && error.code == .connectionClosed {
                 if prepared.isSafeToResend(after: error) && attempts <= self.configuration.maxSocketsPerHost {
+                    tracker.retrying()
                     continue
                 }
                 if error.requestMayHaveBeenSent {
@@ -148,8 +194,21 @@ public final class Agent: Sendable {
     }
 }
 
+extension ConnectionInfo {
+    init(lease: Lease) {
+        let connection = lease.connection
+        self.init(
+            id: connection.id,
+            isReused: lease.reused,
+            remoteAddress: connection.remoteAddress?.ipAddress,
+            remotePort: connection.remoteAddress?.port,
+            tls: connection.tls
+        )
+    }
+}
+
 extension AgentResponse {
-    init(_ received: ReceivedHead, lease: Lease) {
+    init(_ received: ReceivedHead, connection: ConnectionInfo, tracker: RequestTracker) {
         let head = received.head
         var fields = HTTPFields()
         fields.reserveCapacity(head.headers.count)
@@ -159,17 +218,11 @@ extension AgentResponse {
             }
         }
         let status = HTTPResponse.Status(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase)
-        let connection = lease.connection
         self.init(
             head: HTTPResponse(status: status, headerFields: fields),
             body: ResponseBody(stream: received.body, expectedLength: received.bodyLength),
-            connection: ConnectionInfo(
-                id: connection.id,
-                isReused: lease.reused,
-                remoteAddress: connection.remoteAddress?.ipAddress,
-                remotePort: connection.remoteAddress?.port,
-                tls: connection.tls
-            )
+            connection: connection,
+            timingSource: .live(tracker)
         )
     }
 }

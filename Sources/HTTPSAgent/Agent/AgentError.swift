@@ -126,6 +126,13 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
     public var requestMayHaveBeenSent: Bool
     /// A lower-level error that caused this one, described.
     public var underlying: String?
+    /// The timing record of the failed request: the milestones it reached before it failed, e.g. DNS
+    /// and connect for a refused TLS handshake. `nil` for a request rejected before it started (an
+    /// invalid URL or header).
+    public var timing: RequestTiming?
+    /// Set by the connector on dial failures: the steps the dial completed, until a request's record
+    /// takes them over.
+    var dialTimeline: ConnectionTimeline?
 
     package init(
         code: Code,

@@ -1,4 +1,5 @@
 public import HTTPTypes
+import NIOCore
 
 /// A response: its head, its streamed body, and facts about the connection that carried it.
 public struct AgentResponse: Sendable {
@@ -9,11 +10,43 @@ public struct AgentResponse: Sendable {
     /// The connection that carried the request.
     public var connection: ConnectionInfo
 
+    enum TimingSource: Sendable {
+        case fixed(RequestTiming)
+        /// Still being written by the connection until the body's end.
+        case live(RequestTracker)
+    }
+
+    let timingSource: TimingSource
+
     /// Creates a response, e.g. to stand in for the Agent in a test.
-    public init(head: HTTPResponse, body: ResponseBody, connection: ConnectionInfo) {
+    ///
+    /// - Parameter timing: the record ``timing`` returns; by default an empty one started now.
+    public init(head: HTTPResponse, body: ResponseBody, connection: ConnectionInfo, timing: RequestTiming? = nil) {
+        self.init(
+            head: head,
+            body: body,
+            connection: connection,
+            timingSource: .fixed(timing ?? RequestTiming(startedAt: .now()))
+        )
+    }
+
+    init(head: HTTPResponse, body: ResponseBody, connection: ConnectionInfo, timingSource: TimingSource) {
         self.head = head
         self.body = body
         self.connection = connection
+        self.timingSource = timingSource
+    }
+
+    /// Where the request's time went, as it stands.
+    ///
+    /// Complete (``RequestTiming/isComplete``) once the body has been read to its end; read it after
+    /// ``ResponseBody/collect(upTo:)`` or the end of iteration. Before that, the body milestones are
+    /// missing.
+    public var timing: RequestTiming {
+        switch self.timingSource {
+        case .fixed(let timing): timing
+        case .live(let tracker): tracker.timing
+        }
     }
 
     /// The response status.

@@ -17,6 +17,25 @@ public struct AgentStats: Sendable, Hashable {
         public var closing: Int
         /// Requests waiting for a connection.
         public var waiting: Int
+
+        /// Creates origin stats, e.g. to drive an observer in a test.
+        public init(
+            origin: String,
+            tls: TLSConfiguration? = nil,
+            connecting: Int = 0,
+            active: Int = 0,
+            free: Int = 0,
+            closing: Int = 0,
+            waiting: Int = 0
+        ) {
+            self.origin = origin
+            self.tls = tls
+            self.connecting = connecting
+            self.active = active
+            self.free = free
+            self.closing = closing
+            self.waiting = waiting
+        }
     }
 
     /// One entry per origin with any socket or waiter, sorted by origin.
@@ -31,5 +50,19 @@ public struct AgentStats: Sendable, Hashable {
     /// configurations are in use for it.
     public subscript(origin: String) -> OriginStats? {
         self.origins.first { $0.origin == origin }
+    }
+}
+
+extension AgentStats.OriginStats {
+    init(_ origin: Origin, _ pool: PoolStateMachine.HostPool?) {
+        self.init(
+            origin: origin.description,
+            tls: origin.tls,
+            connecting: pool?.connecting.count ?? 0,
+            active: pool?.leased.count ?? 0,
+            free: pool?.idle.count ?? 0,
+            closing: pool?.closing.count ?? 0,
+            waiting: pool?.waiters.count ?? 0
+        )
     }
 }

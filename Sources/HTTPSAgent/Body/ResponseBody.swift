@@ -87,8 +87,9 @@ public struct ResponseBody: AsyncSequence, Sendable {
         // A ByteBuffer holds at most 4 GiB; a larger limit means "as much as fits".
         let limit = Swift.min(maxBytes, Int(UInt32.max))
         if let expected = self.expectedLength, expected > limit {
+            let error = self.tooLarge(maxBytes)
             self.handle.stream.consumerGone()
-            throw self.tooLarge(maxBytes)
+            throw error
         }
         var result = ByteBuffer()
         if let expected = self.expectedLength {
@@ -98,8 +99,9 @@ public struct ResponseBody: AsyncSequence, Sendable {
         var iterator = self.makeAsyncIterator()
         while var chunk = try await iterator.next() {
             guard result.readableBytes + chunk.readableBytes <= limit else {
+                let error = self.tooLarge(maxBytes)
                 self.handle.stream.consumerGone()
-                throw self.tooLarge(maxBytes)
+                throw error
             }
             if result.readableBytes == 0 && result.capacity == 0 {
                 result = chunk
@@ -113,13 +115,14 @@ public struct ResponseBody: AsyncSequence, Sendable {
     private static let largestUpfrontReservation = 1 << 20
 
     private func tooLarge(_ maxBytes: Int) -> AgentError {
-        AgentError(
+        let error = AgentError(
             code: .responseBodyTooLarge,
             phase: .responseBody,
             host: self.handle.stream.errorContext.host,
             port: self.handle.stream.errorContext.port,
             message: "the response body is larger than the \(maxBytes) bytes allowed"
         )
+        return self.handle.stream.tracker?.fail(error) ?? error
     }
 }
 

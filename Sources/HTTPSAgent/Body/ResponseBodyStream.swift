@@ -42,18 +42,22 @@ final class ResponseBodyStream: Sendable {
     let highWatermark: Int
     let lowWatermark: Int
     let errorContext: (host: String, port: Int)
+    /// The request's record, so that failures found by the consumer carry it.
+    let tracker: RequestTracker?
 
     init(
         producer: any ResponseBodyProducer,
         requestID: UInt64,
         host: String,
         port: Int,
+        tracker: RequestTracker? = nil,
         highWatermark: Int = 256 * 1024,
         lowWatermark: Int = 64 * 1024
     ) {
         self.producer = producer
         self.requestID = requestID
         self.errorContext = (host, port)
+        self.tracker = tracker
         self.highWatermark = highWatermark
         self.lowWatermark = lowWatermark
     }

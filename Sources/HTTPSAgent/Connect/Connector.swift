@@ -21,30 +21,52 @@ struct Connector: Sendable {
     /// the pipeline, so the pool learns of the connection before any close of it can be reported.
     ///
     /// - Throws: ``AgentError`` for DNS, connect and TLS failures; `CancellationError` when cancelled.
+    ///   Errors carry the steps that completed (``AgentError/dialTimeline``).
     func connect(
         id: Int,
         origin: Origin,
         delegate: any HTTP1ConnectionDelegate,
+        events: ConnectionObservers,
         established: @escaping @Sendable (HTTP1Connection) -> Void
     ) async throws {
-        let addresses = try await self.resolver.resolve(host: origin.host, port: origin.port)
-        try Task.checkCancellation()
-        let channel = try await self.connectTCP(to: addresses, origin: origin)
+        var timeline = ConnectionTimeline(dialStart: .now(), expectsTLS: origin.tls != nil)
         do {
-            var tlsInfo: TLSInfo?
-            if let tls = origin.tls {
-                tlsInfo = try await self.handshake(on: channel, origin: origin, configuration: tls)
+            events.emit { $0.dnsStarted($1) }
+            let addresses = try await self.resolver.resolve(host: origin.host, port: origin.port)
+            timeline.dnsEnd = .now()
+            if !events.isEmpty {
+                let described = addresses.map(Self.describe)
+                events.emit { $0.dnsFinished($1, addresses: described) }
             }
-            try await self.installHTTP(
-                on: channel,
-                id: id,
-                origin: origin,
-                tls: tlsInfo,
-                delegate: delegate,
-                established: established
-            )
-        } catch {
-            channel.close(promise: nil)
+            try Task.checkCancellation()
+            let channel = try await self.connectTCP(to: addresses, origin: origin, events: events)
+            timeline.connectEnd = .now()
+            do {
+                var tlsInfo: TLSInfo?
+                if let tls = origin.tls {
+                    let info = try await self.handshake(on: channel, origin: origin, configuration: tls, events: events)
+                    timeline.tlsEnd = .now()
+                    events.emit { $0.tlsFinished($1, tls: info) }
+                    tlsInfo = info
+                }
+                try await self.installHTTP(
+                    on: channel,
+                    id: id,
+                    origin: origin,
+                    tls: tlsInfo,
+                    timeline: timeline,
+                    delegate: delegate,
+                    events: events,
+                    established: established
+                )
+            } catch {
+                channel.close(promise: nil)
+                throw error
+            }
+        } catch var error as AgentError {
+            error.dialTimeline = timeline
+            let failed = error
+            events.emit { $0.connectionFailed($1, error: failed) }
             throw error
         }
     }
@@ -65,7 +87,11 @@ struct Connector: Sendable {
     /// Connects to the first address that answers, Happy Eyeballs style (RFC 8305): attempts start in
     /// order, a new one every ``connectionAttemptDelay`` or as soon as the previous one fails; the first
     /// to connect wins and the others are closed.
-    func connectTCP(to addresses: [SocketAddress], origin: Origin) async throws -> any Channel {
+    func connectTCP(
+        to addresses: [SocketAddress],
+        origin: Origin,
+        events: ConnectionObservers = .none
+    ) async throws -> any Channel {
         let ordered = Self.interleaveFamilies(addresses)
         let outcome: Result<any Channel, AgentError> = await withTaskGroup(of: Attempt.self) { group in
             var next = 0
@@ -78,7 +104,7 @@ struct Connector: Sendable {
                 let address = ordered[next]
                 next += 1
                 running += 1
-                group.addTask { await self.attempt(address) }
+                group.addTask { await self.attempt(address, events: events) }
                 if next < ordered.count {
                     group.addTask {
                         try? await Task.sleep(for: .nanoseconds(Self.connectionAttemptDelay.nanoseconds))
@@ -142,6 +168,24 @@ struct Connector: Sendable {
     }
 
     /// One TCP connect. Cancelling the task aborts it, even while the SYN goes unanswered.
+    private func attempt(_ address: SocketAddress, events: ConnectionObservers) async -> Attempt {
+        if events.isEmpty {
+            return await self.attempt(address)
+        }
+        let described = Self.describe(address)
+        events.emit { $0.connectStarted($1, address: described) }
+        let result = await self.attempt(address)
+        switch result {
+        case .connected:
+            events.emit { $0.connectFinished($1, address: described, failure: nil) }
+        case .failed(let failure, _):
+            events.emit { $0.connectFinished($1, address: described, failure: failure) }
+        case .delayElapsed:
+            break
+        }
+        return result
+    }
+
     private func attempt(_ address: SocketAddress) async -> Attempt {
         let pending = PendingConnect()
         let future = ClientBootstrap(group: self.group)
@@ -150,7 +194,9 @@ struct Connector: Sendable {
             .channelInitializer { channel in
                 // Runs before the connect starts: from here on a cancellation can close the socket.
                 pending.register(channel)
-                return channel.eventLoop.makeSucceededVoidFuture()
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteCounter())
+                }
             }
             .connect(to: address)
         do {
@@ -214,7 +260,8 @@ struct Connector: Sendable {
     private func handshake(
         on channel: any Channel,
         origin: Origin,
-        configuration: TLSConfiguration
+        configuration: TLSConfiguration,
+        events: ConnectionObservers
     ) async throws
         -> TLSInfo
     {
@@ -284,6 +331,7 @@ struct Connector: Sendable {
         // If the handler never made it into the pipeline, nothing else will complete the promise.
         installed.cascadeFailure(to: promise)
         let offeredSession = try await installed.get()
+        events.emit { $0.tlsStarted($1, offeringSession: offeredSession) }
         // A handshake that offered a session and failed in any way (an alert, a reset, a timeout) drops
         // its key's sessions: one a server or middlebox chokes on must not be offered again and again.
         if offeredSession, let cache {
@@ -369,7 +417,9 @@ struct Connector: Sendable {
         id: Int,
         origin: Origin,
         tls: TLSInfo?,
+        timeline: ConnectionTimeline,
         delegate: any HTTP1ConnectionDelegate,
+        events: ConnectionObservers,
         established: @escaping @Sendable (HTTP1Connection) -> Void
     ) async throws {
         try await channel.eventLoop.submit {
@@ -382,8 +432,15 @@ struct Connector: Sendable {
                     message: "the connection closed while it was being set up"
                 )
             }
-            let handler = HTTP1ClientHandler(connectionID: id, host: origin.host, port: origin.port, delegate: delegate)
             let sync = channel.pipeline.syncOperations
+            let handler = HTTP1ClientHandler(
+                connectionID: id,
+                host: origin.host,
+                port: origin.port,
+                delegate: delegate,
+                counter: try? sync.handler(type: ByteCounter.self),
+                events: events
+            )
             let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop)
             try sync.addHandler(UnsolicitedByteGuard(watch: handler.watch))
             try sync.addHandler(HTTPRequestEncoder())
@@ -395,6 +452,7 @@ struct Connector: Sendable {
                 host: origin.host,
                 port: origin.port,
                 tls: tls,
+                timeline: timeline,
                 handler: handler
             )
             established(connection)

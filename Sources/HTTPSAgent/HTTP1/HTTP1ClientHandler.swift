@@ -1,4 +1,5 @@
 import HTTPSAgentTLS
+import HTTPTypes
 import NIOCore
 import NIOHTTP1
 
@@ -7,7 +8,7 @@ protocol HTTP1ConnectionDelegate: Sendable {
     /// The exchange finished and the connection is idle and reusable.
     func connectionReleased(_ id: Int)
     /// The channel closed. Called exactly once per connection.
-    func connectionClosed(_ id: Int)
+    func connectionClosed(_ id: Int, reason: ConnectionCloseReason)
 }
 
 /// A response head together with the stream its body will arrive on.
@@ -50,11 +51,31 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     /// how many raw bytes of it arrived.
     let watch = ResponseByteWatch()
 
-    init(connectionID: Int, host: String, port: Int, delegate: any HTTP1ConnectionDelegate) {
+    /// The current request's timing record and observers.
+    private var tracker: RequestTracker?
+    /// Socket byte counts when the current request started, and body bytes so far.
+    private var wireBaseline = (sent: 0, received: 0)
+    private var requestBodyBytes = 0
+    private var responseBodyBytes = 0
+    private let counter: ByteCounter?
+    private let events: ConnectionObservers
+    /// Why the connection is closing, once this side has decided to close it.
+    private var closeReason: ConnectionCloseReason?
+
+    init(
+        connectionID: Int,
+        host: String,
+        port: Int,
+        delegate: any HTTP1ConnectionDelegate,
+        counter: ByteCounter? = nil,
+        events: ConnectionObservers
+    ) {
         self.connectionID = connectionID
         self.host = host
         self.port = port
         self.delegate = delegate
+        self.counter = counter
+        self.events = events
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -76,6 +97,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     func startRequest(
         _ request: PreparedRequest,
         id: UInt64,
+        tracker: RequestTracker,
         headPromise: EventLoopPromise<ReceivedHead>,
         startedPromise: EventLoopPromise<Void>
     ) {
@@ -89,19 +111,27 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             self.currentRequestID = id
             self.currentRequestIsHead = request.head.method == .HEAD
             self.headPromise = headPromise
-            self.watch.requestStarted()
+            self.tracker = tracker
+            self.wireBaseline = (self.counter?.sent ?? 0, self.counter?.received ?? 0)
+            self.requestBodyBytes = 0
+            self.responseBodyBytes = 0
+            self.watch.requestStarted(tracker: tracker)
+            tracker.requestStarting(now: .now())
             context.write(self.wrapOutboundOut(.head(request.head)), promise: nil)
             switch request.body?.storage {
             case .stream:
                 context.flush()
+                tracker.requestHeadWritten()
             case .buffer(let buffer):
                 if buffer.readableBytes > 0 {
                     context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
                 }
+                self.requestBodyBytes = buffer.readableBytes
                 fallthrough
             case nil:
                 context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-                self.run(self.machine.requestFullyWritten(id: id))
+                tracker.requestHeadWritten()
+                self.requestWritten(id: id)
             }
             startedPromise.succeed()
         case .rejectRequest:
@@ -128,10 +158,11 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             promise.fail(ChannelError.ioOnClosedChannel)
             return
         }
+        self.requestBodyBytes += buffer.readableBytes
         if isLast {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: promise)
-            self.run(self.machine.requestFullyWritten(id: id))
+            self.requestWritten(id: id)
         } else {
             context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: promise)
         }
@@ -143,6 +174,11 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             return
         }
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: promise)
+        self.requestWritten(id: id)
+    }
+
+    private func requestWritten(id: UInt64) {
+        self.tracker?.requestWritten(bodyBytes: self.requestBodyBytes, now: .now())
         self.run(self.machine.requestFullyWritten(id: id))
     }
 
@@ -161,8 +197,9 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     }
 
     /// Closes the connection on behalf of the pool, failing a request in flight.
-    func closeConnection(shutdown: Bool) {
-        self.run(self.machine.closeRequested(failure: shutdown ? .shutdown : .cancelled))
+    func closeConnection(reason: ConnectionCloseReason) {
+        self.closeReason = self.closeReason ?? reason
+        self.run(self.machine.closeRequested(failure: reason == .shutdown ? .shutdown : .cancelled))
     }
 
     // MARK: - Channel events
@@ -179,7 +216,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                     producer: self.producer!,
                     requestID: self.currentRequestID,
                     host: self.host,
-                    port: self.port
+                    port: self.port,
+                    tracker: self.tracker
                 )
                 self.stream = stream
                 let promise = self.headPromise
@@ -188,6 +226,13 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                     self.currentRequestIsHead || head.status.code < 200 || head.status.code == 204
                     || head.status.code == 304
                 let length = hasNoBody ? 0 : head.headers.first(name: "content-length").flatMap { Int($0) }
+                if let tracker = self.tracker {
+                    let status = HTTPResponse.Status(
+                        code: Int(head.status.code),
+                        reasonPhrase: head.status.reasonPhrase
+                    )
+                    tracker.responseHead(status, now: .now())
+                }
                 promise?.succeed(ReceivedHead(head: head, body: stream, bodyLength: length))
             case let action:
                 self.run(action)
@@ -195,6 +240,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         case .body(let buffer):
             switch self.machine.responseBodyReceived() {
             case .forwardBody:
+                self.responseBodyBytes += buffer.readableBytes
                 if let stream = self.stream, !stream.yield(buffer) {
                     self.readsPaused = true
                 }
@@ -232,28 +278,51 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         case .finishBody(let then):
             let stream = self.stream
             self.stream = nil
-            // The pool gets the connection back before the consumer learns the body is complete, so
-            // that the consumer's next request finds it free instead of dialling another.
-            self.exchangeEnded(then)
+            let tracker = self.takeTracker()
+            // The record is final before anyone can see the end of the body. The pool gets the connection
+            // back before the consumer learns the body is complete, so that the consumer's next request
+            // finds it free instead of dialling another.
+            tracker?.finished(bodyBytes: self.responseBodyBytes, now: .now())
+            self.exchangeEnded(then, reason: .notReusable)
             stream?.finish(nil)
         case .failHead(let failure, let then):
             let promise = self.headPromise
             self.headPromise = nil
+            // The Agent reports this failure to the tracker when the error reaches it.
+            _ = self.takeTracker()
             promise?.fail(self.headError(failure))
-            self.exchangeEnded(then)
+            self.exchangeEnded(then, reason: Self.closeReason(for: failure))
         case .failBody(let failure, let closeDelimited, let then):
             let stream = self.stream
             self.stream = nil
-            stream?.finish(self.bodyError(failure, closeDelimited: closeDelimited))
-            self.exchangeEnded(then)
+            var error = self.bodyError(failure, closeDelimited: closeDelimited)
+            if let tracker = self.takeTracker() {
+                error = tracker.fail(error)
+            }
+            stream?.finish(error)
+            self.exchangeEnded(then, reason: Self.closeReason(for: failure))
         case .close:
+            self.closeReason = self.closeReason ?? .error
             self.context?.close(promise: nil)
         case .reportClosed:
-            self.delegate.connectionClosed(self.connectionID)
+            self.reportClosed()
         }
     }
 
-    private func exchangeEnded(_ then: HTTP1ConnectionStateMachine.Then) {
+    /// Ends the current request's tracking, recording its byte counts.
+    private func takeTracker() -> RequestTracker? {
+        guard let tracker = self.tracker else { return nil }
+        self.tracker = nil
+        self.watch.requestEnded()
+        tracker.bytes(
+            wireSent: (self.counter?.sent ?? 0) - self.wireBaseline.sent,
+            wireReceived: (self.counter?.received ?? 0) - self.wireBaseline.received,
+            bodyReceived: self.responseBodyBytes
+        )
+        return tracker
+    }
+
+    private func exchangeEnded(_ then: HTTP1ConnectionStateMachine.Then, reason: ConnectionCloseReason) {
         self.watch.exchangeEnded()
         self.upload?.cancel()
         self.upload = nil
@@ -263,9 +332,25 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             self.resumeReads()
             self.delegate.connectionReleased(self.connectionID)
         case .close:
+            self.closeReason = self.closeReason ?? reason
             self.context?.close(promise: nil)
         case .reportClosed:
-            self.delegate.connectionClosed(self.connectionID)
+            self.reportClosed()
+        }
+    }
+
+    private func reportClosed() {
+        let reason = self.closeReason ?? .closedByServer
+        self.delegate.connectionClosed(self.connectionID, reason: reason)
+        self.events.emit { $0.connectionClosed($1, reason: reason) }
+    }
+
+    private static func closeReason(for failure: HTTP1ConnectionStateMachine.Failure) -> ConnectionCloseReason {
+        switch failure {
+        case .closed: .closedByServer
+        case .cancelled, .requestBody: .notReusable
+        case .shutdown: .shutdown
+        case .error: .error
         }
     }
 

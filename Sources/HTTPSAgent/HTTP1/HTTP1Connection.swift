@@ -1,4 +1,5 @@
 import HTTPSAgentTLS
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -12,21 +13,43 @@ final class HTTP1Connection: Sendable {
     let port: Int
     let tls: TLSInfo?
     let remoteAddress: SocketAddress?
+    let localAddress: SocketAddress?
+    /// When each step of opening it ended.
+    let timeline: ConnectionTimeline
     private let handler: NIOLoopBound<HTTP1ClientHandler>
+    private let lastReleased = NIOLockedValueBox<NIODeadline?>(nil)
 
     /// Wraps a channel whose pipeline already ends in `handler`. Must be called on the channel's event loop.
-    init(id: Int, channel: any Channel, host: String, port: Int, tls: TLSInfo?, handler: HTTP1ClientHandler) {
+    init(
+        id: Int,
+        channel: any Channel,
+        host: String,
+        port: Int,
+        tls: TLSInfo?,
+        timeline: ConnectionTimeline,
+        handler: HTTP1ClientHandler
+    ) {
         self.id = id
         self.channel = channel
         self.host = host
         self.port = port
         self.tls = tls
+        self.timeline = timeline
         self.remoteAddress = channel.remoteAddress
+        self.localAddress = channel.localAddress
         self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
         handler.producer = BodyProducer(handler: self.handler)
     }
 
     var eventLoop: any EventLoop { self.channel.eventLoop }
+
+    /// When the connection last became free, if it ever did.
+    var idleSince: NIODeadline? { self.lastReleased.withLockedValue { $0 } }
+
+    /// Notes that the connection became free at `now`.
+    func markReleased(now: NIODeadline) {
+        self.lastReleased.withLockedValue { $0 = now }
+    }
 
     /// Sends `request` and waits for the response head.
     ///
@@ -38,12 +61,19 @@ final class HTTP1Connection: Sendable {
     /// - Returns: the response head and the stream its body arrives on.
     /// - Throws: ``AgentError``; ``AgentError/requestMayHaveBeenSent`` is `false` when the connection was
     ///   closed before anything was written (and a streamed body was not read from).
-    func execute(_ request: PreparedRequest, id requestID: UInt64) async throws -> ReceivedHead {
+    func execute(_ request: PreparedRequest, id requestID: UInt64, tracker: RequestTracker) async throws -> ReceivedHead
+    {
         let head = self.eventLoop.makePromise(of: ReceivedHead.self)
         let started = self.eventLoop.makePromise(of: Void.self)
         let handler = self.handler
         self.eventLoop.execute {
-            handler.value.startRequest(request, id: requestID, headPromise: head, startedPromise: started)
+            handler.value.startRequest(
+                request,
+                id: requestID,
+                tracker: tracker,
+                headPromise: head,
+                startedPromise: started
+            )
         }
         return try await withTaskCancellationHandler {
             try await started.futureResult.get()
@@ -127,11 +157,11 @@ final class HTTP1Connection: Sendable {
         )
     }
 
-    /// Closes the connection. A request in flight fails with ``AgentError/Code/shutdown`` if `shutdown`,
-    /// else with ``AgentError/Code/cancelled``.
-    func close(shutdown: Bool) {
+    /// Closes the connection. A request in flight fails with ``AgentError/Code/shutdown`` if `reason` is
+    /// ``ConnectionCloseReason/shutdown``, else with ``AgentError/Code/cancelled``.
+    func close(reason: ConnectionCloseReason) {
         let handler = self.handler
-        self.eventLoop.execute { handler.value.closeConnection(shutdown: shutdown) }
+        self.eventLoop.execute { handler.value.closeConnection(reason: reason) }
     }
 }
 

@@ -6,10 +6,18 @@ final class ResponseByteWatch {
     private(set) var expectingResponse = false
     /// Raw bytes received since the current request started.
     private(set) var responseBytes = 0
+    /// Told of the current response's first byte.
+    private var tracker: RequestTracker?
 
-    func requestStarted() {
+    func requestStarted(tracker: RequestTracker?) {
         self.expectingResponse = true
         self.responseBytes = 0
+        self.tracker = tracker
+    }
+
+    /// The request's record is closed: no first byte to report any more.
+    func requestEnded() {
+        self.tracker = nil
     }
 
     func exchangeEnded() {
@@ -17,6 +25,9 @@ final class ResponseByteWatch {
     }
 
     fileprivate func received(_ count: Int) {
+        if self.responseBytes == 0, count > 0, let tracker = self.tracker {
+            tracker.firstByte(now: .now())
+        }
         self.responseBytes += count
     }
 }

@@ -27,21 +27,25 @@ final class ConnectionPool: Sendable {
     private enum Effect {
         case resume(CheckedContinuation<Lease, any Error>, Result<Lease, AgentError>)
         case dial(id: Int, origin: Origin)
-        case close(HTTP1Connection, shutdown: Bool)
+        case close(HTTP1Connection, reason: ConnectionCloseReason)
         case cancel(Scheduled<Void>)
         case scheduleIdleTimer(Int, NIODeadline, HTTP1Connection)
         case scheduleWaitTimer(UInt64, NIODeadline)
         case shutdownComplete([CheckedContinuation<Void, Never>])
+        case poolChanged(AgentStats.OriginStats)
     }
 
     private let state: NIOLockedValueBox<State>
     private let connector: Connector
     private let timerLoop: any EventLoop
+    /// The Agent's observers: told of every dial, and of pool changes.
+    private let observers: [any AgentObserver]
 
-    init(limits: PoolLimits, connector: Connector) {
+    init(limits: PoolLimits, connector: Connector, observers: [any AgentObserver] = []) {
         self.state = NIOLockedValueBox(State(machine: PoolStateMachine(limits: limits)))
         self.connector = connector
         self.timerLoop = connector.group.any()
+        self.observers = observers
     }
 
     // MARK: - Leasing
@@ -50,7 +54,9 @@ final class ConnectionPool: Sendable {
     ///
     /// - Throws: ``AgentError`` when the wait times out, the task is cancelled, the Agent shuts down, or
     ///   the connection opened for this request fails.
-    func lease(_ origin: Origin) async throws -> Lease {
+    ///
+    /// A connection dialled because of this request reports its events to `tracker`'s observers.
+    func lease(_ origin: Origin, tracker: RequestTracker) async throws -> Lease {
         let requestID = self.state.withLockedValue { state in
             state.nextRequestID += 1
             return state.nextRequestID
@@ -65,19 +71,19 @@ final class ConnectionPool: Sendable {
                     }
                     state.waiters[requestID] = continuation
                     let actions = state.machine.leaseRequested(requestID, origin: origin, now: .now())
-                    return Self.resolve(actions, &state)
+                    return self.resolve(actions, &state, changed: origin)
                 }
-                self.perform(effects)
+                self.perform(effects, dialObservers: tracker.observers)
             }
         } onCancel: {
-            self.modify { $0.machine.waiterCancelled(requestID) }
+            self.modify(changed: origin) { $0.machine.waiterCancelled(requestID) }
         }
     }
 
     // MARK: - Events from connections and dials
 
     private func connectionEstablished(_ connection: HTTP1Connection) {
-        self.modify { state in
+        self.modify(connection: connection.id) { state in
             state.connections[connection.id] = connection
             state.dials[connection.id] = nil
             return state.machine.connectionEstablished(connection.id, now: .now())
@@ -85,21 +91,21 @@ final class ConnectionPool: Sendable {
     }
 
     private func connectionFailed(_ id: Int, error: AgentError) {
-        self.modify { state in
+        self.modify(connection: id) { state in
             state.dials[id] = nil
             return state.machine.connectionFailed(id, error: error)
         }
     }
 
     private func idleTimerFired(_ id: Int) {
-        self.modify { state in
+        self.modify(connection: id, closeReason: .idleTimeout) { state in
             state.idleTimers[id] = nil
             return state.machine.idleTimerFired(id, now: .now())
         }
     }
 
     private func waitTimerFired(_ request: UInt64) {
-        self.modify { state in
+        self.modify(changed: self.state.withLockedValue { $0.machine.origin(ofWaiter: request) }) { state in
             state.waitTimers[request] = nil
             return state.machine.waitTimerFired(request)
         }
@@ -129,17 +135,43 @@ final class ConnectionPool: Sendable {
 
     // MARK: - Running the machine
 
-    private func modify(_ body: (inout State) -> [PoolAction]) {
+    /// Runs an event through the machine. `changed` names the origin whose pool the event concerns, for
+    /// ``AgentObserver/poolChanged(_:)``; `closeReason` is why connections the machine closes are closed.
+    private func modify(
+        changed origin: Origin? = nil,
+        closeReason: ConnectionCloseReason = .poolLimit,
+        _ body: (inout State) -> [PoolAction]
+    ) {
         let effects: [Effect] = self.state.withLockedValue { state in
             let actions = body(&state)
-            return Self.resolve(actions, &state)
+            return self.resolve(actions, &state, changed: origin, closeReason: closeReason)
+        }
+        self.perform(effects)
+    }
+
+    /// ``modify(changed:closeReason:_:)`` for an event about connection `id`.
+    private func modify(
+        connection id: Int,
+        closeReason: ConnectionCloseReason = .poolLimit,
+        _ body: (inout State) -> [PoolAction]
+    ) {
+        let effects: [Effect] = self.state.withLockedValue { state in
+            // Looked up before the event: a close removes the connection from the machine.
+            let origin = self.observers.isEmpty ? nil : state.machine.origin(ofConnection: id)
+            let actions = body(&state)
+            return self.resolve(actions, &state, changed: origin, closeReason: closeReason)
         }
         self.perform(effects)
     }
 
     /// Turns actions into effects under the lock, taking continuations and timers out of the state so
     /// that each is used exactly once.
-    private static func resolve(_ actions: [PoolAction], _ state: inout State) -> [Effect] {
+    private func resolve(
+        _ actions: [PoolAction],
+        _ state: inout State,
+        changed origin: Origin?,
+        closeReason: ConnectionCloseReason = .poolLimit
+    ) -> [Effect] {
         var effects: [Effect] = []
         effects.reserveCapacity(actions.count + 1)
         for action in actions {
@@ -165,7 +197,9 @@ final class ConnectionPool: Sendable {
             case .closeConnection(let id):
                 if let timer = state.idleTimers.removeValue(forKey: id) { effects.append(.cancel(timer)) }
                 if let connection = state.connections[id] {
-                    effects.append(.close(connection, shutdown: state.machine.isShuttingDown))
+                    effects.append(
+                        .close(connection, reason: state.machine.isShuttingDown ? .shutdown : closeReason)
+                    )
                 }
             case .scheduleIdleTimer(let id, let deadline):
                 if let connection = state.connections[id] {
@@ -178,18 +212,23 @@ final class ConnectionPool: Sendable {
                 state.shutdownWaiters = []
             }
         }
+        if !self.observers.isEmpty, let origin {
+            effects.append(.poolChanged(AgentStats.OriginStats(origin, state.machine.hosts[origin])))
+        }
         return effects
     }
 
-    private func perform(_ effects: [Effect]) {
+    /// Performs effects outside the lock. Dials started here report their events to `dialObservers`
+    /// (the Agent's and those of the request that caused them), else to the Agent's observers.
+    private func perform(_ effects: [Effect], dialObservers: [any AgentObserver]? = nil) {
         for effect in effects {
             switch effect {
             case .resume(let continuation, let result):
                 continuation.resume(with: result.mapError { $0 as any Error })
             case .dial(let id, let origin):
-                self.dial(id: id, origin: origin)
-            case .close(let connection, let shutdown):
-                connection.close(shutdown: shutdown)
+                self.dial(id: id, origin: origin, observers: dialObservers ?? self.observers)
+            case .close(let connection, let reason):
+                connection.close(reason: reason)
             case .cancel(let timer):
                 timer.cancel()
             case .scheduleIdleTimer(let id, let deadline, let connection):
@@ -213,6 +252,8 @@ final class ConnectionPool: Sendable {
                 }
             case .shutdownComplete(let waiters):
                 for waiter in waiters { waiter.resume() }
+            case .poolChanged(let stats):
+                for observer in self.observers { observer.poolChanged(stats) }
             }
         }
     }
@@ -222,10 +263,20 @@ final class ConnectionPool: Sendable {
         if !stored { timer.cancel() }
     }
 
-    private func dial(id: Int, origin: Origin) {
+    private func dial(id: Int, origin: Origin, observers: [any AgentObserver]) {
+        let events = ConnectionObservers(
+            observers: observers,
+            connection: ObservedConnection(
+                id: id,
+                scheme: origin.scheme.rawValue,
+                host: origin.host,
+                port: origin.port
+            )
+        )
         let task = Task {
             do {
-                try await self.connector.connect(id: id, origin: origin, delegate: self) { connection in
+                try await self.connector.connect(id: id, origin: origin, delegate: self, events: events) {
+                    connection in
                     self.connectionEstablished(connection)
                 }
             } catch {
@@ -301,11 +352,15 @@ final class ConnectionPool: Sendable {
 
 extension ConnectionPool: HTTP1ConnectionDelegate {
     func connectionReleased(_ id: Int) {
-        self.modify { $0.machine.connectionReleased(id, now: .now()) }
+        let now = NIODeadline.now()
+        self.modify(connection: id) { state in
+            state.connections[id]?.markReleased(now: now)
+            return state.machine.connectionReleased(id, now: now)
+        }
     }
 
-    func connectionClosed(_ id: Int) {
-        self.modify { state in
+    func connectionClosed(_ id: Int, reason: ConnectionCloseReason) {
+        self.modify(connection: id) { state in
             state.connections[id] = nil
             return state.machine.connectionClosed(id)
         }

@@ -48,6 +48,12 @@ struct PoolStateMachine {
         self.limits = limits
     }
 
+    /// The origin of a connection the pool holds.
+    func origin(ofConnection id: Int) -> Origin? { self.connectionOrigins[id] }
+
+    /// The origin a waiting request waits for.
+    func origin(ofWaiter request: UInt64) -> Origin? { self.waiterOrigins[request] }
+
     /// Shutdown was requested and every connection is closed.
     var isShutdownComplete: Bool { self.isShuttingDown && self.totalConnections == 0 }
 

@@ -1,0 +1,179 @@
+import HTTPTypes
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// One request's timing record and observers, fed by the Agent (queue, lease) and by the connection's
+/// handler (writes, first byte, head, end).
+///
+/// Every milestone is taken from `NIODeadline.now()`. The record is behind a lock because the
+/// response's owner may read it from any task while the event loop still writes to it. Observers are
+/// called after the lock is released.
+final class RequestTracker: Sendable {
+    let request: ObservedRequest
+    let observers: [any AgentObserver]
+    private let state: NIOLockedValueBox<State>
+
+    private struct State {
+        var timing: RequestTiming
+        var ended = false
+    }
+
+    init(request: ObservedRequest, observers: [any AgentObserver], now: NIODeadline) {
+        self.request = request
+        self.observers = observers
+        self.state = NIOLockedValueBox(State(timing: RequestTiming(startedAt: now)))
+    }
+
+    /// The record as it stands.
+    var timing: RequestTiming {
+        self.state.withLockedValue { $0.timing }
+    }
+
+    @inline(__always)
+    private func emit(_ event: (any AgentObserver, ObservedRequest) -> Void) {
+        for observer in self.observers {
+            event(observer, self.request)
+        }
+    }
+
+    /// `instant - start`, never negative.
+    private func offset(_ instant: NIODeadline, from start: NIODeadline) -> Duration {
+        let (later, earlier) = (instant.uptimeNanoseconds, start.uptimeNanoseconds)
+        return later > earlier ? .nanoseconds(Int64(truncatingIfNeeded: later - earlier)) : .zero
+    }
+
+    // MARK: - From the Agent
+
+    func queued() {
+        self.emit { $0.requestQueued($1) }
+    }
+
+    /// The request got a connection. A new connection's dial steps are placed on the request's timeline,
+    /// clamped to its start when the dial began before the request did.
+    func acquired(_ connection: HTTP1Connection, reused: Bool, info: ConnectionInfo, now: NIODeadline) {
+        let idle = reused ? connection.idleSince.map { self.offset(now, from: $0) } : nil
+        self.state.withLockedValue { state in
+            let start = state.timing.startedAt
+            var timing = state.timing
+            timing.reusedConnection = reused
+            timing.idleTimeBeforeReuse = idle
+            timing.connectionID = connection.id
+            timing.remoteAddress = info.remoteAddress
+            timing.remotePort = info.remotePort
+            timing.localAddress = connection.localAddress?.ipAddress
+            timing.localPort = connection.localAddress?.port
+            timing.tlsVersion = info.tls?.version
+            timing.tlsCipher = info.tls?.cipher
+            timing.alpn = info.tls?.alpn
+            timing.resumedSession = info.tls?.sessionResumed ?? false
+            timing.expectsTLS = connection.timeline.expectsTLS
+            if reused {
+                timing.queueEnd = self.offset(now, from: start)
+                timing.dnsEnd = nil
+                timing.connectEnd = nil
+                timing.tlsEnd = nil
+            } else {
+                let line = connection.timeline
+                timing.queueEnd = self.offset(line.dialStart, from: start)
+                timing.dnsEnd = line.dnsEnd.map { self.offset($0, from: start) }
+                timing.connectEnd = line.connectEnd.map { self.offset($0, from: start) }
+                timing.tlsEnd = line.tlsEnd.map { self.offset($0, from: start) }
+            }
+            state.timing = timing
+        }
+        self.emit { $0.connectionAcquired($1, connection: info, idleTime: idle) }
+    }
+
+    /// A reused connection turned out to be closed and the request goes to another one: forget the
+    /// first connection's facts and milestones, keep the start.
+    func retrying() {
+        self.state.withLockedValue { state in
+            var fresh = RequestTiming(startedAt: state.timing.startedAt)
+            fresh.attempts = state.timing.attempts + 1
+            state.timing = fresh
+        }
+    }
+
+    /// A dial this request waited for failed before a connection was handed to it: place the steps it
+    /// reached on the request's timeline.
+    private func placeDial(_ line: ConnectionTimeline, in timing: inout RequestTiming) {
+        let start = timing.startedAt
+        timing.queueEnd = self.offset(line.dialStart, from: start)
+        timing.dnsEnd = line.dnsEnd.map { self.offset($0, from: start) }
+        timing.connectEnd = line.connectEnd.map { self.offset($0, from: start) }
+        timing.tlsEnd = line.tlsEnd.map { self.offset($0, from: start) }
+        timing.expectsTLS = line.expectsTLS
+    }
+
+    /// The request failed. Reports the failure once and returns `error` with the timing attached.
+    func fail(_ error: AgentError, now: NIODeadline = .now()) -> AgentError {
+        var error = error
+        let (timing, first): (RequestTiming, Bool) = self.state.withLockedValue { state in
+            if state.ended { return (state.timing, false) }
+            state.ended = true
+            if let line = error.dialTimeline, state.timing.queueEnd == nil {
+                self.placeDial(line, in: &state.timing)
+            }
+            state.timing.end = self.offset(now, from: state.timing.startedAt)
+            return (state.timing, true)
+        }
+        error.dialTimeline = nil
+        error.timing = timing
+        if first {
+            let reported = error
+            self.emit { $0.requestFailed($1, error: reported, timing: timing) }
+        }
+        return error
+    }
+
+    // MARK: - From the handler (on the event loop)
+
+    func requestStarting(now: NIODeadline) {
+        self.state.withLockedValue { $0.timing.requestStart = self.offset(now, from: $0.timing.startedAt) }
+    }
+
+    func requestHeadWritten() {
+        self.emit { $0.requestHeadWritten($1) }
+    }
+
+    func requestWritten(bodyBytes: Int, now: NIODeadline) {
+        self.state.withLockedValue { state in
+            state.timing.requestEnd = self.offset(now, from: state.timing.startedAt)
+            state.timing.bodyBytesSent = bodyBytes
+        }
+        self.emit { $0.requestBodyWritten($1, bytes: bodyBytes) }
+    }
+
+    func firstByte(now: NIODeadline) {
+        self.state.withLockedValue { $0.timing.firstByte = self.offset(now, from: $0.timing.startedAt) }
+        self.emit { $0.firstResponseByte($1) }
+    }
+
+    func responseHead(_ status: HTTPResponse.Status, now: NIODeadline) {
+        self.state.withLockedValue { $0.timing.responseHead = self.offset(now, from: $0.timing.startedAt) }
+        self.emit { $0.responseHeadReceived($1, status: status) }
+    }
+
+    /// Byte counts so far; called when the exchange ends, however it ends.
+    func bytes(wireSent: Int, wireReceived: Int, bodyReceived: Int) {
+        self.state.withLockedValue { state in
+            state.timing.wireBytesSent = wireSent
+            state.timing.wireBytesReceived = wireReceived
+            state.timing.bodyBytesReceived = bodyReceived
+        }
+    }
+
+    /// The body's last byte arrived.
+    func finished(bodyBytes: Int, now: NIODeadline) {
+        let timing: RequestTiming? = self.state.withLockedValue { state in
+            if state.ended { return nil }
+            state.ended = true
+            state.timing.end = self.offset(now, from: state.timing.startedAt)
+            return state.timing
+        }
+        guard let timing else { return }
+        self.emit { $0.responseBodyFinished($1, bytes: bodyBytes) }
+        self.emit { $0.requestFinished($1, timing: timing) }
+    }
+
+}

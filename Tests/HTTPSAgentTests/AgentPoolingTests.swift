@@ -122,6 +122,8 @@ struct StaleConnectionTests {
         let second = try await agent.get(url)
         #expect(try await second.text() == "ok")
         #expect(second.connection.isReused == false)
+        #expect(second.timing.attempts == 2)
+        #expect(second.timing.reusedConnection == false)
         #expect(server.accepted == 2)
         #expect(server.requestsReceived == 3)  // first, the dropped one, and the resent one
         await agent.shutdown()

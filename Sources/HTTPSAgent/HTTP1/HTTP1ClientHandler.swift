@@ -341,8 +341,9 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
 
     private func reportClosed() {
         let reason = self.closeReason ?? .closedByServer
-        self.delegate.connectionClosed(self.connectionID, reason: reason)
+        // Observers first: the pool's shutdown may complete as soon as it hears of the last close.
         self.events.emit { $0.connectionClosed($1, reason: reason) }
+        self.delegate.connectionClosed(self.connectionID, reason: reason)
     }
 
     private static func closeReason(for failure: HTTP1ConnectionStateMachine.Failure) -> ConnectionCloseReason {

@@ -213,7 +213,8 @@ final class ConnectionPool: Sendable {
             }
         }
         if !self.observers.isEmpty, let origin {
-            effects.append(.poolChanged(AgentStats.OriginStats(origin, state.machine.hosts[origin])))
+            // First, so that observers hear of the change before a waiter (a shutdown, say) resumes.
+            effects.insert(.poolChanged(AgentStats.OriginStats(origin, state.machine.hosts[origin])), at: 0)
         }
         return effects
     }

@@ -5,7 +5,8 @@ import NIOCore
 
 /// `fetch --demo`: starts a local HTTPS server with a test CA made at start, then shows what the Agent
 /// does: keep-alive reuse, queueing at `maxSocketsPerHost`, and full versus resumed TLS handshakes when
-/// every request needs a new connection, checked against the server's own counts.
+/// every request needs a new connection, checked against the server's own counts, with each request's
+/// timing record.
 struct Demo {
     let color: Bool
 
@@ -43,7 +44,7 @@ struct Demo {
             let stats = keepAlive.stats["https://localhost:\(server.port)"]
             var rows: [Row] = []
             for try await row in group { rows.append(row) }
-            for row in rows.sorted(by: { $0.elapsed < $1.elapsed }) { self.print(row) }
+            for row in rows.sorted(by: { $0.timing.total < $1.timing.total }) { self.print(row) }
             return stats
         }
         if let snapshot {
@@ -75,6 +76,8 @@ struct Demo {
         self.line("  requests served:        \(stats.requests)")
         self.line("  connections accepted:   \(stats.accepted)  (most open at once: \(stats.maxOpen))")
         self.line("  TLS handshakes:         \(stats.fullHandshakes) full, \(stats.resumedHandshakes) resumed")
+        self.line("")
+        self.note("Times are in milliseconds, from each response's timing record (response.timing).")
     }
 
     // MARK: - Requests
@@ -83,7 +86,7 @@ struct Demo {
         var path: String
         var status: Int
         var connection: ConnectionInfo
-        var elapsed: Duration
+        var timing: RequestTiming
     }
 
     private func fetch(_ agent: Agent, _ url: String) async throws {
@@ -91,8 +94,6 @@ struct Demo {
     }
 
     private static func timedGet(_ agent: Agent, _ url: String) async throws -> Row {
-        let clock = ContinuousClock()
-        let start = clock.now
         let response = try await agent.get(url)
         _ = try await response.body.collect(upTo: 1 << 20)
         let path = "/" + url.split(separator: "/", maxSplits: 3).dropFirst(2).joined(separator: "/")
@@ -100,7 +101,7 @@ struct Demo {
             path: path.isEmpty ? "/" : path,
             status: response.status.code,
             connection: response.connection,
-            elapsed: clock.now - start
+            timing: response.timing
         )
     }
 
@@ -119,8 +120,21 @@ struct Demo {
         } else {
             text += "".padding(to: 29)
         }
-        text += "  \(Terminal.milliseconds(row.elapsed))"
+        let timing = row.timing
+        let phases = [
+            ("queue", timing.queueWait), ("dns", timing.dns), ("tcp", timing.connect), ("tls", timing.tlsHandshake),
+            ("ttfb", timing.timeToFirstByte), ("total", timing.total),
+        ]
+        text += phases.map { "  \($0) \(Self.milliseconds($1))" }.joined()
         self.line(text)
+    }
+
+    /// "12.3", in milliseconds, right-aligned to 5 characters.
+    private static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let tenths = Int((Double(seconds) * 10_000 + Double(attoseconds) / 1e14).rounded())
+        let text = "\(tenths / 10).\(tenths % 10)"
+        return String(repeating: " ", count: max(0, 5 - text.count)) + text
     }
 
     private func title(_ text: String) { self.line(self.paint(text, code: "1")) }

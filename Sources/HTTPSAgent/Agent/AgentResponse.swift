@@ -20,7 +20,11 @@ public struct AgentResponse: Sendable {
 
     /// Creates a response, e.g. to stand in for the Agent in a test.
     ///
-    /// - Parameter timing: the record ``timing`` returns; by default an empty one started now.
+    /// - Parameters:
+    ///   - head: the status and header fields.
+    ///   - body: the body.
+    ///   - connection: facts about the connection.
+    ///   - timing: the record ``timing`` returns; by default an empty one started now.
     public init(head: HTTPResponse, body: ResponseBody, connection: ConnectionInfo, timing: RequestTiming? = nil) {
         self.init(
             head: head,

@@ -3,7 +3,8 @@ public import HTTPTypes
 /// Receives the lifecycle events of an Agent's requests and connections: for logs, metrics and traces.
 ///
 /// Every method has an empty default, so an observer implements only what it needs. Install observers
-/// on the Agent (``Agent/Configuration/observers``, for every request and connection) or on one request
+/// on the Agent (``Agent/init(configuration:eventLoopGroup:observers:)``, for every request and
+/// connection) or on one request
 /// (``Agent/execute(_:body:observer:)``, for that request and the connection it dials).
 ///
 /// Methods run synchronously, never while the Agent holds a lock, mostly on the connection's event
@@ -22,6 +23,7 @@ public protocol AgentObserver: Sendable {
     /// The request has a connection.
     ///
     /// - Parameters:
+    ///   - request: the request.
     ///   - connection: the connection; ``ConnectionInfo/isReused`` says whether it was open before.
     ///   - idleTime: how long a reused connection sat free in the pool; `nil` for a new one.
     func connectionAcquired(_ request: ObservedRequest, connection: ConnectionInfo, idleTime: Duration?)

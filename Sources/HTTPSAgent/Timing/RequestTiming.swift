@@ -6,7 +6,7 @@ public import NIOCore
 /// Every response carries one (``AgentResponse/timing``), and so does every ``AgentError``
 /// (``AgentError/timing``): a failed request reports the milestones it reached.
 ///
-/// Milestones are offsets from ``startedAt``, the moment ``Agent/execute(_:body:)`` was called, and map
+/// Milestones are offsets from ``startedAt``, the moment ``Agent/execute(_:body:observer:)`` was called, and map
 /// one to one onto curl's `-w` variables:
 ///
 /// | milestone | curl | reached when |

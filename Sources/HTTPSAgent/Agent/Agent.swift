@@ -109,6 +109,7 @@ public final class Agent: Sendable {
     }
 
     private func execute(_ prepared: PreparedRequest, tracker: RequestTracker) async throws -> AgentResponse {
+        tracker.queued()
         if Task.isCancelled {
             throw AgentError(
                 code: .cancelled,
@@ -129,7 +130,6 @@ public final class Agent: Sendable {
         // back, sending it again on another connection is safe. A failure on a new connection is
         // never retried, so this ends after the pooled connections run out.
         var attempts = 0
-        tracker.queued()
         while true {
             attempts += 1
             let lease = try await self.pool.lease(origin, tracker: tracker)

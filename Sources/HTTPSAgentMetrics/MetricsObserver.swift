@@ -1,5 +1,5 @@
 public import HTTPSAgent
-public import HTTPTypes
+import HTTPTypes
 public import Metrics
 import NIOConcurrencyHelpers
 
@@ -18,7 +18,7 @@ import NIOConcurrencyHelpers
 /// | label | type | dimensions | recorded |
 /// | --- | --- | --- | --- |
 /// | `<prefix>_request_phase_duration` | timer (ns) | phase, host, reused, resumed, status_class | per phase of a request |
-/// | `<prefix>_connections_opened_total` | counter | host | a request took a new connection |
+/// | `<prefix>_connections_opened_total` | counter | host | a connection was established |
 /// | `<prefix>_connections_reused_total` | counter | host | a request took a pooled connection |
 /// | `<prefix>_connections_closed_total` | counter | reason, host | a connection closed |
 /// | `<prefix>_connections_failed_total` | counter | code, host | opening a connection failed |
@@ -34,8 +34,9 @@ import NIOConcurrencyHelpers
 /// failed records only `total`, with `status_class` "error", because the phase it failed in lasts until
 /// the failure and would skew that phase's distribution; its code and phase go to `<prefix>_errors_total`.
 ///
-/// A connection counts as opened when a request takes it fresh (`ConnectionInfo.isReused` is `false`);
-/// each later request that takes it counts as a reuse. The pool meters sum the origins that share a
+/// A connection counts as opened once it is established (TCP, and TLS for `https`), whether or not a
+/// request ends up using it; each request that takes a pooled connection counts as a reuse. The pool
+/// meters sum the origins that share a
 /// `host` value, or all origins without the host dimension; they need the observer on the Agent, because
 /// only the Agent's observers receive `AgentObserver.poolChanged(_:)`.
 ///
@@ -61,20 +62,16 @@ public struct MetricsObserver: AgentObserver {
 
     // MARK: - Requests
 
-    /// Counts the connection as opened or reused.
+    /// Counts a reuse when the connection came from the pool.
     public func connectionAcquired(_ request: ObservedRequest, connection: ConnectionInfo, idleTime: Duration?) {
-        let host = self.store.host(request.host)
-        self.store.counters(connection.isReused ? .reused(host: host) : .opened(host: host)).increment()
-    }
-
-    /// Remembers the status until the request finishes, for the `status_class` dimension.
-    public func responseHeadReceived(_ request: ObservedRequest, status: HTTPResponse.Status) {
-        self.store.statuses.withLockedValue { $0[request] = status }
+        if connection.isReused {
+            self.store.counters(.reused(host: self.store.host(request.host))).increment()
+        }
     }
 
     /// Records the request's phases.
     public func requestFinished(_ request: ObservedRequest, timing: RequestTiming) {
-        let status = self.store.statuses.withLockedValue { $0.removeValue(forKey: request) }
+        let status = timing.statusCode.map { HTTPResponse.Status(code: $0) }
         var key = TimerKey(
             phase: .total,
             host: self.store.host(request.host),
@@ -102,7 +99,6 @@ public struct MetricsObserver: AgentObserver {
 
     /// Counts the error and records the request's total time with `status_class` "error".
     public func requestFailed(_ request: ObservedRequest, error: AgentError, timing: RequestTiming) {
-        self.store.statuses.withLockedValue { _ = $0.removeValue(forKey: request) }
         let host = self.store.host(request.host)
         self.store.counters(.error(code: error.code, phase: error.phase, host: host)).increment()
         let key = TimerKey(
@@ -116,6 +112,11 @@ public struct MetricsObserver: AgentObserver {
     }
 
     // MARK: - Connections
+
+    /// Counts the connection as opened.
+    public func connectionEstablished(_ connection: ObservedConnection, info: ConnectionInfo) {
+        self.store.counters(.opened(host: self.store.host(connection.host))).increment()
+    }
 
     /// Counts the handshake, full or resumed.
     public func tlsFinished(_ connection: ObservedConnection, tls: TLSInfo) {
@@ -141,16 +142,12 @@ public struct MetricsObserver: AgentObserver {
     }
 }
 
-/// The state an observer and its copies share: cached metric objects, pending statuses, pool counts.
+/// The state an observer and its copies share: cached metric objects and pool counts.
 final class MetricsStore: Sendable {
     let includeHost: Bool
     let timers: MetricCache<TimerKey, Timer>
     let counters: MetricCache<CounterKey, Counter>
     let pools: PoolGauges
-    /// The status of each request whose head arrived and that has not ended yet. An entry lives from
-    /// `AgentObserver.responseHeadReceived(_:status:)` to the request's last event, which the core
-    /// guarantees, so the dictionary holds at most the requests in flight.
-    let statuses = NIOLockedValueBox<[ObservedRequest: HTTPResponse.Status]>([:])
 
     init(labels: MetricLabels, includeHost: Bool, factory: any MetricsFactory) {
         self.includeHost = includeHost

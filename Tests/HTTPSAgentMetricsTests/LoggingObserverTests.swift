@@ -30,10 +30,19 @@ struct LoggingObserverTests {
         // Every key shares the prefix.
         #expect(records.allSatisfy { $0.metadata.keys.allSatisfy { $0.hasPrefix("https_agent.") } })
 
-        // Each request: started, got a connection and finished at debug, all under its own id.
+        // Each request: started, got a connection and finished at debug, all under its own id. Ids are
+        // unique in the process, so find them by path.
+        func id(of path: String) -> String? {
+            records.first { $0.message == "request started" && $0["https_agent.path"] == path }?[
+                "https_agent.request_id"
+            ]
+        }
+        let first = try #require(id(of: "/bytes/10"))
+        let second = try #require(id(of: "/hello"))
+        #expect(first != second)
         let requestMessages = [
-            "1": ["request started", "connection opened", "request finished"],
-            "2": ["request started", "connection reused", "request finished"],
+            first: ["request started", "connection opened", "request finished"],
+            second: ["request started", "connection reused", "request finished"],
         ]
         for (id, messages) in requestMessages {
             let debug = records.filter { $0.level == .debug && $0["https_agent.request_id"] == id }
@@ -83,7 +92,8 @@ struct LoggingObserverTests {
         #expect(records.allSatisfy { $0.level == .debug })
         #expect(records.map(\.message) == ["request started", "connection failed", "request failed"])
         let failed = try #require(records.last)
-        #expect(failed["https_agent.request_id"] == "1")
+        #expect(failed["https_agent.request_id"] != nil)
+        #expect(failed["https_agent.request_id"] == records.first?["https_agent.request_id"])
         #expect(failed["https_agent.error_code"] == "connectFailed")
         #expect(failed["https_agent.error_phase"] == "connect")
         #expect((failed.error as? AgentError)?.code == .connectFailed)

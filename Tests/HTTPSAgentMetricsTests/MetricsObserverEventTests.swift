@@ -18,8 +18,9 @@ struct MetricsObserverEventTests {
     )
 
     /// A record with every milestone a millisecond after the previous one.
-    static func timing(reused: Bool) -> RequestTiming {
+    static func timing(reused: Bool, status: Int? = nil) -> RequestTiming {
         var timing = RequestTiming(startedAt: .now())
+        timing.statusCode = status
         timing.reusedConnection = reused
         timing.queueEnd = .milliseconds(1)
         if !reused {
@@ -38,8 +39,7 @@ struct MetricsObserverEventTests {
     @Test func phasesOfANewConnectionAddUpToTheTotal() throws {
         let metrics = TestMetrics()
         let observer = MetricsObserver(factory: metrics)
-        observer.responseHeadReceived(Self.request, status: .created)
-        observer.requestFinished(Self.request, timing: Self.timing(reused: false))
+        observer.requestFinished(Self.request, timing: Self.timing(reused: false, status: 201))
 
         func value(_ phase: String) throws -> Int64 {
             let timer = try metrics.expectTimer(
@@ -60,8 +60,7 @@ struct MetricsObserverEventTests {
     @Test func aReusedConnectionRecordsNoDialPhases() {
         let metrics = TestMetrics()
         let observer = MetricsObserver(factory: metrics)
-        observer.responseHeadReceived(Self.request, status: .serviceUnavailable)
-        observer.requestFinished(Self.request, timing: Self.timing(reused: true))
+        observer.requestFinished(Self.request, timing: Self.timing(reused: true, status: 503))
 
         let timers = metrics.timers(label: "https_agent_request_phase_duration")
         let phases = Set(timers.flatMap(\.dimensions).filter { $0.0 == "phase" }.map(\.1))
@@ -70,20 +69,18 @@ struct MetricsObserverEventTests {
         #expect(timers.allSatisfy { $0.dimensions.contains { $0 == ("reused", "true") } })
     }
 
-    @Test func aStatusIsForgottenWhenItsRequestEnds() {
+    @Test func aFailedRequestRecordsOnlyItsTotalAsAnError() {
         let metrics = TestMetrics()
         let observer = MetricsObserver(factory: metrics)
-        observer.responseHeadReceived(Self.request, status: .notFound)
-        var failed = Self.timing(reused: true)
+        var failed = Self.timing(reused: true, status: 404)
         failed.firstByte = nil
         let error = AgentError.Code.responseBodyTruncated
         observer.requestFailed(Self.request, error: Self.error(error), timing: failed)
-        // The next request with the same id (another Agent, say) has no head: not "4xx".
-        observer.requestFinished(Self.request, timing: Self.timing(reused: true))
 
         let label = "https_agent_request_phase_duration"
         #expect(metrics.timers(label: label, dimensions: [("status_class", "4xx")]).isEmpty)
         #expect(metrics.timers(label: label, dimensions: [("status_class", "error")]).count == 1)
+        #expect(metrics.timers(label: label, dimensions: [("phase", "total")]).count == 1)
         #expect(
             metrics.counterTotal(label: "https_agent_errors_total", dimensions: [("code", "responseBodyTruncated")])
                 == 1

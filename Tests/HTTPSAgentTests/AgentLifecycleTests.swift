@@ -148,7 +148,8 @@ struct AgentLifecycleTests {
         let configuration = environment.configuration(maxSocketsPerHost: 1)
         try await withAgent(configuration, server: environment.tlsServer()) { agent, server in
             #expect(agent.stats.origins.isEmpty)
-            async let first = agent.get(server.url("/delay/300"))
+            // Long enough that a loaded machine still sees the second request waiting.
+            async let first = agent.get(server.url("/delay/2000"))
             #expect(await Self.waitFor { agent.stats.origins.first?.active == 1 })
             async let second = agent.get(server.url("/hello"))
             #expect(await Self.waitFor { agent.stats.origins.first?.waiting == 1 })
@@ -170,7 +171,8 @@ struct AgentLifecycleTests {
             #expect(await server.waitUntil { $0.requests == 1 })
             let quick = try await agent.get(server.url("/hello"))
             _ = try await quick.text()
-            #expect(await Self.waitFor { agent.stats.origins.first?.free == 1 })
+            // At least the quick one is free (on a loaded machine the slow one may be too by now).
+            #expect(await Self.waitFor { (agent.stats.origins.first?.free ?? 0) >= 1 })
             let slowResponse = try await slow
             _ = try await slowResponse.text()
             #expect(await Self.waitFor { agent.stats.origins.first?.free == 2 })

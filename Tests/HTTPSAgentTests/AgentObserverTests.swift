@@ -42,6 +42,9 @@ final class RecordingObserver: AgentObserver {
     func tlsFinished(_ connection: ObservedConnection, tls: TLSInfo) {
         record("tlsFinished resumed=\(tls.sessionResumed)")
     }
+    func connectionEstablished(_ connection: ObservedConnection, info: ConnectionInfo) {
+        record("established \(info.id) reused=\(info.isReused)")
+    }
     func connectionFailed(_ connection: ObservedConnection, error: AgentError) {
         record("connectionFailed \(error.code)")
     }
@@ -88,6 +91,7 @@ struct AgentObserverTests {
                 "connectFinished 127.0.0.1:\(server.port) failed=false",
                 "tlsStarted offering=false",
                 "tlsFinished resumed=false",
+                "established 1 reused=false",
                 "acquired reused=false idle=false",
                 "headWritten",
                 "bodyWritten 0",
@@ -242,5 +246,19 @@ struct AgentObserverTests {
             await agent.shutdown()
             #expect(observer.events.last == "pool active=0 free=0 waiting=0")
         }
+    }
+
+    @Test func dialAbandonedAtShutdownIsReportedFailed() async throws {
+        let observer = RecordingObserver()
+        let listener = try StuckListener()
+        let agent = Agent(configuration: environment.configuration(), observers: [observer])
+        let request = Task { try await agent.get("https://127.0.0.1:\(listener.port)/") }
+        #expect(await AgentLifecycleTests.waitFor { observer.events.contains { $0.hasPrefix("connectStarted") } })
+        await agent.shutdown()
+        await #expect(throws: AgentError.self) { try await request.value }
+        #expect(observer.events.contains("connectionFailed shutdown"))
+        #expect(observer.events.filter { $0.hasPrefix("failed ") }.count == 1)
+        #expect(!observer.events.contains { $0.hasPrefix("established") })
+        withExtendedLifetime(listener) {}
     }
 }

@@ -89,6 +89,7 @@ struct RequestTimingTests {
             #expect(fresh.localAddress == "127.0.0.1" && (fresh.localPort ?? 0) > 0)
             #expect(fresh.tlsVersion == "TLSv1.3" && fresh.tlsCipher != nil && fresh.alpn == "http/1.1")
             #expect(fresh.resumedSession == false)
+            #expect(fresh.statusCode == 200)
             #expect(fresh.bodyBytesReceived == 1000 && fresh.bodyBytesSent == 0)
             // The response went through TLS records: more bytes on the wire than in the body.
             #expect(fresh.wireBytesReceived > 1000)

@@ -28,7 +28,8 @@ public final class Agent: Sendable {
     /// The observers told of every request and connection.
     public let observers: [any AgentObserver]
     private let pool: ConnectionPool
-    private let requestIDs = NIOLockedValueBox<UInt64>(0)
+    /// Request ids, unique in the process so that an observer shared by several Agents can key on them.
+    private static let requestIDs = NIOLockedValueBox<UInt64>(0)
 
     /// Creates an Agent.
     ///
@@ -83,7 +84,7 @@ public final class Agent: Sendable {
         let start = NIODeadline.now()
         let prepared = try PreparedRequest(request, body: body, agentKeepAlive: self.configuration.keepAlive)
         let target = prepared.target
-        let id = self.requestIDs.withLockedValue { id in
+        let id = Self.requestIDs.withLockedValue { id in
             id += 1
             return id
         }

@@ -68,6 +68,19 @@ struct Connector: Sendable {
             let failed = error
             events.emit { $0.connectionFailed($1, error: failed) }
             throw error
+        } catch {
+            // Dials are cancelled only when the Agent shuts down.
+            if !events.isEmpty {
+                let failed = AgentError(
+                    code: .shutdown,
+                    phase: .connect,
+                    host: origin.host,
+                    port: origin.port,
+                    message: "the Agent was shut down while connecting"
+                )
+                events.emit { $0.connectionFailed($1, error: failed) }
+            }
+            throw error
         }
     }
 
@@ -455,6 +468,16 @@ struct Connector: Sendable {
                 timeline: timeline,
                 handler: handler
             )
+            if !events.isEmpty {
+                let info = ConnectionInfo(
+                    id: id,
+                    isReused: false,
+                    remoteAddress: connection.remoteAddress?.ipAddress,
+                    remotePort: connection.remoteAddress?.port,
+                    tls: tls
+                )
+                events.emit { $0.connectionEstablished($1, info: info) }
+            }
             established(connection)
         }.get()
     }

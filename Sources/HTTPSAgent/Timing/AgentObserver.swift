@@ -41,7 +41,10 @@ public protocol AgentObserver: Sendable {
     func tlsStarted(_ connection: ObservedConnection, offeringSession: Bool)
     /// The TLS handshake completed; ``TLSInfo/sessionResumed`` tells whether it resumed a session.
     func tlsFinished(_ connection: ObservedConnection, tls: TLSInfo)
-    /// Opening the connection failed (DNS, connect or TLS).
+    /// The connection is open and ready for requests: exactly once for every connection that is later
+    /// reported closed, and never for one that failed to open.
+    func connectionEstablished(_ connection: ObservedConnection, info: ConnectionInfo)
+    /// Opening the connection failed (DNS, connect or TLS), or was abandoned at shutdown.
     func connectionFailed(_ connection: ObservedConnection, error: AgentError)
     /// The connection closed, for `reason`.
     func connectionClosed(_ connection: ObservedConnection, reason: ConnectionCloseReason)
@@ -76,6 +79,7 @@ extension AgentObserver {
     public func connectFinished(_ connection: ObservedConnection, address: String, failure: String?) {}
     public func tlsStarted(_ connection: ObservedConnection, offeringSession: Bool) {}
     public func tlsFinished(_ connection: ObservedConnection, tls: TLSInfo) {}
+    public func connectionEstablished(_ connection: ObservedConnection, info: ConnectionInfo) {}
     public func connectionFailed(_ connection: ObservedConnection, error: AgentError) {}
     public func connectionClosed(_ connection: ObservedConnection, reason: ConnectionCloseReason) {}
     public func requestHeadWritten(_ request: ObservedRequest) {}
@@ -90,8 +94,8 @@ extension AgentObserver {
 
 /// The request an event is about.
 public struct ObservedRequest: Sendable, Hashable {
-    /// A number unique among the Agent's requests, in the order they started (from 1); use it to tie
-    /// one request's events together.
+    /// A number unique among the requests of every Agent in the process, in the order they started; use
+    /// it to tie one request's events together.
     public var id: UInt64
     /// The request method.
     public var method: HTTPRequest.Method

@@ -82,6 +82,8 @@ public struct RequestTiming: Sendable, Hashable {
     public var tlsCipher: String?
     /// The ALPN protocol the server selected, if any.
     public var alpn: String?
+    /// The response's status code, once its head arrived (curl's `http_code`).
+    public var statusCode: Int?
     /// Whether the connection needs a TLS handshake (`https`), so that a missing ``tlsEnd`` on a new
     /// connection means "not reached" rather than "not needed".
     var expectsTLS = true
@@ -139,13 +141,13 @@ public struct RequestTiming: Sendable, Hashable {
     /// `http`) equals the one before it, so its phase lasts zero. The first milestone the request did not
     /// reach equals ``end`` when the request failed (the phase it failed in lasted until the failure), and
     /// so do the ones after it.
-    private var boundaries: [Duration] {
+    private var boundaries: InlineArray<8, Duration> {
         var written = self.requestEnd
         if let first = self.firstByte, written.map({ first < $0 }) ?? true {
             written = first
         }
         let reused = self.reusedConnection
-        let milestones: [Duration?] = [
+        let milestones: InlineArray<6, Duration?> = [
             self.queueEnd,
             reused ? self.queueEnd : self.dnsEnd,
             reused ? self.queueEnd : self.connectEnd,
@@ -153,19 +155,18 @@ public struct RequestTiming: Sendable, Hashable {
             written,
             self.firstByte,
         ]
-        var result: [Duration] = [.zero]
-        result.reserveCapacity(8)
+        var result = InlineArray<8, Duration>(repeating: .zero)
         var stopped = false
-        for milestone in milestones {
-            let previous = result[result.count - 1]
-            if !stopped, let milestone {
-                result.append(Swift.max(previous, milestone))
+        for index in milestones.indices {
+            let previous = result[index]
+            if !stopped, let milestone = milestones[index] {
+                result[index + 1] = Swift.max(previous, milestone)
             } else {
                 stopped = true
-                result.append(Swift.max(previous, self.end ?? previous))
+                result[index + 1] = Swift.max(previous, self.end ?? previous)
             }
         }
-        result.append(Swift.max(result[result.count - 1], self.end ?? result[result.count - 1]))
+        result[7] = Swift.max(result[6], self.end ?? result[6])
         return result
     }
 

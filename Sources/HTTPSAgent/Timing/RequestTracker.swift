@@ -150,7 +150,10 @@ final class RequestTracker: Sendable {
     }
 
     func responseHead(_ status: HTTPResponse.Status, now: NIODeadline) {
-        self.state.withLockedValue { $0.timing.responseHead = self.offset(now, from: $0.timing.startedAt) }
+        self.state.withLockedValue { state in
+            state.timing.responseHead = self.offset(now, from: state.timing.startedAt)
+            state.timing.statusCode = status.code
+        }
         self.emit { $0.responseHeadReceived($1, status: status) }
     }
 

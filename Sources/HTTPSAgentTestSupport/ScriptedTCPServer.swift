@@ -9,6 +9,8 @@ package final class ScriptedTCPServer: Sendable {
     package enum Behavior: Sendable {
         /// Accepts and never sends a byte (a TLS handshake or response that never comes).
         case acceptAndHang
+        /// Accepts and never reads nor sends: once the socket buffers fill, the client's writes stall.
+        case acceptAndNeverRead
         /// Closes the connection as soon as it is accepted.
         case closeOnAccept
         /// Waits for the first bytes, sends `reply`, then closes if `close`.
@@ -55,6 +57,8 @@ package final class ScriptedTCPServer: Sendable {
                 switch behavior {
                 case .acceptAndHang:
                     return channel.eventLoop.makeSucceededVoidFuture()
+                case .acceptAndNeverRead:
+                    return channel.setOption(.autoRead, value: false)
                 case .closeOnAccept:
                     return channel.close()
                 case .reply(let text, let close):

@@ -59,13 +59,16 @@ public struct ResponseBody: AsyncSequence, Sendable {
         ///   was cancelled, or if the body was already iterated.
         public mutating func next() async throws -> ByteBuffer? {
             guard self.claimed else {
-                throw AgentError(
+                var error = AgentError(
                     code: .bodyAlreadyConsumed,
                     phase: .responseBody,
                     host: self.handle.stream.errorContext.host,
                     port: self.handle.stream.errorContext.port,
                     message: "a response body can be iterated only once"
                 )
+                // A misuse of the body, not a failure of the request: the record as it stands.
+                error.timing = self.handle.stream.tracker?.timing
+                throw error
             }
             return try await self.handle.stream.next()
         }

@@ -121,7 +121,7 @@ final class ResponseBodyStream: Sendable {
         if resume { self.producer.resumeReading(request: self.requestID) }
         switch immediate {
         case .value(let buffer): return buffer
-        case .failure(let error): throw error
+        case .failure(let error): throw self.withTiming(error)
         case .wait: break
         }
         return try await withTaskCancellationHandler {
@@ -143,7 +143,7 @@ final class ResponseBodyStream: Sendable {
                 if mustResume { self.producer.resumeReading(request: self.requestID) }
                 switch outcome {
                 case .value(let buffer): continuation.resume(returning: buffer)
-                case .failure(let error): continuation.resume(throwing: error)
+                case .failure(let error): continuation.resume(throwing: self.withTiming(error))
                 case .wait: break
                 }
             }
@@ -155,8 +155,17 @@ final class ResponseBodyStream: Sendable {
                     return (waiter, self.abandonLocked(&state))
                 }
             if mustAbandon { self.producer.abandon(request: self.requestID) }
-            waiter?.resume(throwing: self.cancelledError)
+            waiter?.resume(throwing: self.withTiming(self.cancelledError))
         }
+    }
+
+    /// Ends the request's record with `error` if nothing else has, and attaches it. Called outside the
+    /// stream's lock: the tracker calls observers.
+    private func withTiming(_ error: any Error) -> any Error {
+        guard let agentError = error as? AgentError, agentError.timing == nil, let tracker = self.tracker else {
+            return error
+        }
+        return tracker.fail(agentError)
     }
 
     /// The consumer will not read further (dropped, or stopped on purpose). A body already complete

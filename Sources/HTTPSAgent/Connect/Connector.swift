@@ -69,18 +69,20 @@ struct Connector: Sendable {
             events.emit { $0.connectionFailed($1, error: failed) }
             throw error
         } catch {
-            // Dials are cancelled only when the Agent shuts down.
-            if !events.isEmpty {
-                let failed = AgentError(
-                    code: .shutdown,
-                    phase: .connect,
-                    host: origin.host,
-                    port: origin.port,
-                    message: "the Agent was shut down while connecting"
-                )
-                events.emit { $0.connectionFailed($1, error: failed) }
-            }
-            throw error
+            // Dials are cancelled only when the Agent shuts down; anything else is unexpected here.
+            var failed = AgentError(
+                code: error is CancellationError ? .shutdown : .connectFailed,
+                phase: timeline.dnsEnd == nil ? .dns : timeline.connectEnd == nil ? .connect : .tlsHandshake,
+                host: origin.host,
+                port: origin.port,
+                message: error is CancellationError
+                    ? "the Agent was shut down while connecting" : "the connection could not be set up",
+                underlying: error is CancellationError ? nil : String(describing: error)
+            )
+            failed.dialTimeline = timeline
+            let reported = failed
+            events.emit { $0.connectionFailed($1, error: reported) }
+            throw failed
         }
     }
 

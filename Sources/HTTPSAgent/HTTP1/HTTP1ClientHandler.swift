@@ -3,6 +3,12 @@ import HTTPTypes
 import NIOCore
 import NIOHTTP1
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// Told by a connection when it becomes free again or goes away. Called on the connection's event loop.
 protocol HTTP1ConnectionDelegate: Sendable {
     /// The exchange finished and the connection is idle and reusable.
@@ -117,11 +123,13 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             self.responseBodyBytes = 0
             self.watch.requestStarted(tracker: tracker)
             tracker.requestStarting(now: .now())
-            context.write(self.wrapOutboundOut(.head(request.head)), promise: nil)
+            // Milestones are taken when the bytes reach the socket (the write promises), not when queued.
+            let headWritten = context.eventLoop.makePromise(of: Void.self)
+            headWritten.futureResult.whenSuccess { tracker.requestHeadWritten() }
+            context.write(self.wrapOutboundOut(.head(request.head)), promise: headWritten)
             switch request.body?.storage {
             case .stream:
                 context.flush()
-                tracker.requestHeadWritten()
             case .buffer(let buffer):
                 if buffer.readableBytes > 0 {
                     context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
@@ -129,9 +137,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                 self.requestBodyBytes = buffer.readableBytes
                 fallthrough
             case nil:
-                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-                tracker.requestHeadWritten()
-                self.requestWritten(id: id)
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: self.endWritten(tracker))
+                self.run(self.machine.requestFullyWritten(id: id))
             }
             startedPromise.succeed()
         case .rejectRequest:
@@ -161,8 +168,10 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         self.requestBodyBytes += buffer.readableBytes
         if isLast {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: promise)
-            self.requestWritten(id: id)
+            let written = self.endWritten(self.tracker)
+            written?.futureResult.cascade(to: promise)
+            context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: written ?? promise)
+            self.run(self.machine.requestFullyWritten(id: id))
         } else {
             context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: promise)
         }
@@ -173,13 +182,20 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             promise.fail(ChannelError.ioOnClosedChannel)
             return
         }
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: promise)
-        self.requestWritten(id: id)
+        let written = self.endWritten(self.tracker)
+        written?.futureResult.cascade(to: promise)
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: written ?? promise)
+        self.run(self.machine.requestFullyWritten(id: id))
     }
 
-    private func requestWritten(id: UInt64) {
-        self.tracker?.requestWritten(bodyBytes: self.requestBodyBytes, now: .now())
-        self.run(self.machine.requestFullyWritten(id: id))
+    /// A promise for the request's last write that records the request as written once it is on the
+    /// socket; `nil` without a request to record.
+    private func endWritten(_ tracker: RequestTracker?) -> EventLoopPromise<Void>? {
+        guard let tracker, let context = self.context else { return nil }
+        let bodyBytes = self.requestBodyBytes
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenSuccess { tracker.requestWritten(bodyBytes: bodyBytes, now: .now()) }
+        return promise
     }
 
     func failRequestBody(id: UInt64, error: AgentError) {
@@ -232,6 +248,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                         reasonPhrase: head.status.reasonPhrase
                     )
                     tracker.responseHead(status, now: .now())
+                    self.recordBytes()
                 }
                 promise?.succeed(ReceivedHead(head: head, body: stream, bodyLength: length))
             case let action:
@@ -241,6 +258,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             switch self.machine.responseBodyReceived() {
             case .forwardBody:
                 self.responseBodyBytes += buffer.readableBytes
+                self.recordBytes()
                 if let stream = self.stream, !stream.yield(buffer) {
                     self.readsPaused = true
                 }
@@ -253,7 +271,17 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if self.closeReason == nil, Self.isPeerClose(error) {
+            self.closeReason = .closedByServer
+        }
         self.run(self.machine.errorCaught(error))
+    }
+
+    /// A close by the server that surfaces as an error: a TCP close without TLS `close_notify`, or a reset.
+    private static func isPeerClose(_ error: any Error) -> Bool {
+        if let failure = error as? TLSFailure, failure.kind == .uncleanShutdown { return true }
+        if let error = error as? IOError, error.errnoCode == ECONNRESET || error.errnoCode == EPIPE { return true }
+        return false
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -312,14 +340,20 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     /// Ends the current request's tracking, recording its byte counts.
     private func takeTracker() -> RequestTracker? {
         guard let tracker = self.tracker else { return nil }
+        self.recordBytes()
         self.tracker = nil
         self.watch.requestEnded()
-        tracker.bytes(
+        return tracker
+    }
+
+    /// Brings the record's byte counts up to date, so that a failure raised by the body's reader
+    /// carries them.
+    private func recordBytes() {
+        self.tracker?.bytes(
             wireSent: (self.counter?.sent ?? 0) - self.wireBaseline.sent,
             wireReceived: (self.counter?.received ?? 0) - self.wireBaseline.received,
             bodyReceived: self.responseBodyBytes
         )
-        return tracker
     }
 
     private func exchangeEnded(_ then: HTTP1ConnectionStateMachine.Then, reason: ConnectionCloseReason) {
@@ -351,7 +385,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         case .closed: .closedByServer
         case .cancelled, .requestBody: .notReusable
         case .shutdown: .shutdown
-        case .error: .error
+        case .error(let error): Self.isPeerClose(error) ? .closedByServer : .error
         }
     }
 

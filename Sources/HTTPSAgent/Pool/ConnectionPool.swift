@@ -83,6 +83,8 @@ final class ConnectionPool: Sendable {
     // MARK: - Events from connections and dials
 
     private func connectionEstablished(_ connection: HTTP1Connection) {
+        // If no request waits for it any more, it is parked: free from now on.
+        connection.markReleased(now: .now())
         self.modify(connection: connection.id) { state in
             state.connections[connection.id] = connection
             state.dials[connection.id] = nil

@@ -128,36 +128,57 @@ final class RequestTracker: Sendable {
 
     // MARK: - From the handler (on the event loop)
 
+    /// Updates the record unless the request already ended; returns whether it had not.
+    @inline(__always)
+    private func update(_ body: (inout RequestTiming) -> Void) -> Bool {
+        self.state.withLockedValue { state in
+            guard !state.ended else { return false }
+            body(&state.timing)
+            return true
+        }
+    }
+
     func requestStarting(now: NIODeadline) {
-        self.state.withLockedValue { $0.timing.requestStart = self.offset(now, from: $0.timing.startedAt) }
+        _ = self.update { $0.requestStart = self.offset(now, from: $0.startedAt) }
     }
 
     func requestHeadWritten() {
-        self.emit { $0.requestHeadWritten($1) }
+        if !self.observers.isEmpty, !self.isEnded {
+            self.emit { $0.requestHeadWritten($1) }
+        }
     }
 
+    /// The last byte of the request reached the socket.
     func requestWritten(bodyBytes: Int, now: NIODeadline) {
-        self.state.withLockedValue { state in
-            state.timing.requestEnd = self.offset(now, from: state.timing.startedAt)
-            state.timing.bodyBytesSent = bodyBytes
+        let open = self.update { timing in
+            timing.requestEnd = self.offset(now, from: timing.startedAt)
+            timing.bodyBytesSent = bodyBytes
         }
-        self.emit { $0.requestBodyWritten($1, bytes: bodyBytes) }
+        if open {
+            self.emit { $0.requestBodyWritten($1, bytes: bodyBytes) }
+        }
     }
 
     func firstByte(now: NIODeadline) {
-        self.state.withLockedValue { $0.timing.firstByte = self.offset(now, from: $0.timing.startedAt) }
-        self.emit { $0.firstResponseByte($1) }
+        if self.update({ $0.firstByte = self.offset(now, from: $0.startedAt) }) {
+            self.emit { $0.firstResponseByte($1) }
+        }
     }
 
     func responseHead(_ status: HTTPResponse.Status, now: NIODeadline) {
-        self.state.withLockedValue { state in
-            state.timing.responseHead = self.offset(now, from: state.timing.startedAt)
-            state.timing.statusCode = status.code
+        let open = self.update { timing in
+            timing.responseHead = self.offset(now, from: timing.startedAt)
+            timing.statusCode = status.code
         }
-        self.emit { $0.responseHeadReceived($1, status: status) }
+        if open {
+            self.emit { $0.responseHeadReceived($1, status: status) }
+        }
     }
 
-    /// Byte counts so far; called when the exchange ends, however it ends.
+    private var isEnded: Bool { self.state.withLockedValue { $0.ended } }
+
+    /// Byte counts so far: as body bytes arrive, and when the exchange ends, however it ends. Kept up to
+    /// date even after a failure reported by the body's reader, so the response's record ends exact.
     func bytes(wireSent: Int, wireReceived: Int, bodyReceived: Int) {
         self.state.withLockedValue { state in
             state.timing.wireBytesSent = wireSent

@@ -1,0 +1,159 @@
+import HTTPSAgentTLS
+import NIOCore
+import NIOHTTP1
+
+/// How the handler turns what went wrong into an ``AgentError``.
+extension HTTP1ClientHandler {
+    func notSentError() -> AgentError {
+        AgentError(
+            code: .connectionClosed,
+            phase: .requestWrite,
+            host: self.host,
+            port: self.port,
+            message: "the connection closed before the request was sent",
+            requestMayHaveBeenSent: false
+        )
+    }
+
+    func headError(_ failure: HTTP1ConnectionStateMachine.Failure) -> AgentError {
+        if self.watch.responseBytes > 0, Self.isCloseOrUncleanShutdown(failure) {
+            // Part of a head arrived: the server did respond, so this is no "closed before responding".
+            return self.error(
+                .malformedResponse,
+                .responseHead,
+                "the connection closed in the middle of the response head (\(self.watch.responseBytes) bytes)"
+            )
+        }
+        switch failure {
+        case .closed:
+            return self.error(.connectionClosed, .responseHead, "the server closed the connection before responding")
+        case .cancelled:
+            return self.error(.cancelled, .responseHead, "the request was cancelled", sent: true)
+        case .shutdown:
+            return self.error(.shutdown, .responseHead, "the Agent was shut down", sent: true)
+        case .requestBody(let error):
+            return error
+        case .error(let error):
+            if let failure = error as? TLSFailure, failure.kind == .uncleanShutdown {
+                return self.error(
+                    .connectionClosed,
+                    .responseHead,
+                    "the server closed the connection before responding"
+                )
+            }
+            if Self.isMalformed(error) {
+                return self.error(
+                    .malformedResponse,
+                    .responseHead,
+                    "the response is not valid HTTP/1.1",
+                    underlying: error
+                )
+            }
+            return self.error(
+                .connectionClosed,
+                .responseHead,
+                "the connection failed before a response arrived",
+                underlying: error
+            )
+        }
+    }
+
+    func bodyError(_ failure: HTTP1ConnectionStateMachine.Failure, closeDelimited: Bool) -> AgentError {
+        switch failure {
+        case .closed:
+            return self.error(
+                .responseBodyTruncated,
+                .responseBody,
+                "the connection closed before the body was complete"
+            )
+        case .cancelled:
+            return self.error(.cancelled, .responseBody, "reading the response body was cancelled")
+        case .shutdown:
+            return self.error(.shutdown, .responseBody, "the Agent was shut down")
+        case .requestBody(let error):
+            return error
+        case .error(let error):
+            if let failure = error as? TLSFailure, failure.kind == .uncleanShutdown {
+                if closeDelimited {
+                    return self.error(
+                        .uncleanShutdown,
+                        .responseBody,
+                        "the server closed the connection without a TLS close_notify; the body may be truncated"
+                    )
+                }
+                return self.error(
+                    .responseBodyTruncated,
+                    .responseBody,
+                    "the connection closed before the body was complete"
+                )
+            }
+            if let parserError = error as? HTTPParserError, parserError == .invalidEOFState {
+                return self.error(
+                    .responseBodyTruncated,
+                    .responseBody,
+                    "the connection closed before the body was complete"
+                )
+            }
+            if Self.isMalformed(error) {
+                return self.error(
+                    .malformedResponse,
+                    .responseBody,
+                    "the response body is not valid HTTP/1.1",
+                    underlying: error
+                )
+            }
+            return self.error(
+                .responseBodyTruncated,
+                .responseBody,
+                "the connection failed during the body",
+                underlying: error
+            )
+        }
+    }
+
+    func error(
+        _ code: AgentError.Code,
+        _ phase: AgentError.Phase,
+        _ message: String,
+        sent: Bool = true,
+        underlying: (any Error)? = nil
+    ) -> AgentError {
+        AgentError(
+            code: code,
+            phase: phase,
+            host: self.host,
+            port: self.port,
+            message: message,
+            requestMayHaveBeenSent: sent,
+            underlying: underlying.map { String(describing: $0) }
+        )
+    }
+
+    static func isCloseOrUncleanShutdown(_ failure: HTTP1ConnectionStateMachine.Failure) -> Bool {
+        switch failure {
+        case .closed:
+            return true
+        case .error(let error):
+            return (error as? TLSFailure)?.kind == .uncleanShutdown || (error as? HTTPParserError) == .invalidEOFState
+        case .cancelled, .requestBody, .shutdown:
+            return false
+        }
+    }
+
+    static func isMalformed(_ error: any Error) -> Bool {
+        error is HTTPParserError || error is NIOHTTPDecoderError || error is ByteToMessageDecoderError
+            || error is UnsolicitedBytesError
+    }
+
+    /// A response whose body ends when the connection does: no Content-Length, not chunked, and a
+    /// status that has a body. The caller rules out responses to HEAD.
+    static func isCloseDelimited(_ head: HTTPResponseHead) -> Bool {
+        let code = head.status.code
+        if code < 200 || code == 204 || code == 304 { return false }
+        if head.headers.contains(name: "content-length") { return false }
+        if let encoding = head.headers.first(name: "transfer-encoding"), encoding.lowercased().contains("chunked") {
+            return false
+        }
+        return true
+    }
+}

@@ -201,8 +201,8 @@ extension ConnectionInfo {
         self.init(
             id: connection.id,
             isReused: lease.reused,
-            remoteAddress: connection.remoteAddress?.ipAddress,
-            remotePort: connection.remoteAddress?.port,
+            remoteAddress: connection.remoteIP,
+            remotePort: connection.remotePort,
             tls: connection.tls
         )
     }

@@ -474,8 +474,8 @@ struct Connector: Sendable {
                 let info = ConnectionInfo(
                     id: id,
                     isReused: false,
-                    remoteAddress: connection.remoteAddress?.ipAddress,
-                    remotePort: connection.remoteAddress?.port,
+                    remoteAddress: connection.remoteIP,
+                    remotePort: connection.remotePort,
                     tls: tls
                 )
                 events.emit { $0.connectionEstablished($1, info: info) }

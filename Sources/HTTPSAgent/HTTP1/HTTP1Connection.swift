@@ -12,8 +12,11 @@ final class HTTP1Connection: Sendable {
     let host: String
     let port: Int
     let tls: TLSInfo?
-    let remoteAddress: SocketAddress?
-    let localAddress: SocketAddress?
+    /// The addresses and ports, formatted once for every request's facts and timing record.
+    let remoteIP: String?
+    let remotePort: Int?
+    let localIP: String?
+    let localPort: Int?
     /// When each step of opening it ended.
     let timeline: ConnectionTimeline
     private let handler: NIOLoopBound<HTTP1ClientHandler>
@@ -35,8 +38,10 @@ final class HTTP1Connection: Sendable {
         self.port = port
         self.tls = tls
         self.timeline = timeline
-        self.remoteAddress = channel.remoteAddress
-        self.localAddress = channel.localAddress
+        self.remoteIP = channel.remoteAddress?.ipAddress
+        self.remotePort = channel.remoteAddress?.port
+        self.localIP = channel.localAddress?.ipAddress
+        self.localPort = channel.localAddress?.port
         self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
         handler.producer = BodyProducer(handler: self.handler)
     }

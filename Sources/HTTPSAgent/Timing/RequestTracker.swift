@@ -60,8 +60,8 @@ final class RequestTracker: Sendable {
             timing.connectionID = connection.id
             timing.remoteAddress = info.remoteAddress
             timing.remotePort = info.remotePort
-            timing.localAddress = connection.localAddress?.ipAddress
-            timing.localPort = connection.localAddress?.port
+            timing.localAddress = connection.localIP
+            timing.localPort = connection.localPort
             timing.tlsVersion = info.tls?.version
             timing.tlsCipher = info.tls?.cipher
             timing.alpn = info.tls?.alpn

@@ -124,8 +124,13 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             self.watch.requestStarted(tracker: tracker)
             tracker.requestStarting(now: .now())
             // Milestones are taken when the bytes reach the socket (the write promises), not when queued.
-            let headWritten = context.eventLoop.makePromise(of: Void.self)
-            headWritten.futureResult.whenSuccess { tracker.requestHeadWritten() }
+            // The head's promise only feeds an event, so it exists only when someone listens.
+            var headWritten: EventLoopPromise<Void>?
+            if !tracker.observers.isEmpty {
+                let promise = context.eventLoop.makePromise(of: Void.self)
+                promise.futureResult.whenSuccess { tracker.requestHeadWritten() }
+                headWritten = promise
+            }
             context.write(self.wrapOutboundOut(.head(request.head)), promise: headWritten)
             switch request.body?.storage {
             case .stream:

@@ -214,19 +214,10 @@ struct FailedRequestTimingTests {
         self.environment = try TestEnvironment()
     }
 
-    private func failure(_ body: () async throws -> Void) async -> AgentError? {
-        do {
-            try await body()
-            return nil
-        } catch {
-            return error as? AgentError
-        }
-    }
-
     @Test func connectionRefusedReachesDNSOnly() async throws {
         let port = try await unusedLoopbackPort()
         let agent = Agent(configuration: environment.configuration())
-        let error = await self.failure { _ = try await agent.get("https://127.0.0.1:\(port)/") }
+        let error = await agentError { _ = try await agent.get("https://127.0.0.1:\(port)/") }
         await agent.shutdown()
         let timing = try #require(error?.timing)
         #expect(error?.code == .connectFailed)
@@ -242,7 +233,7 @@ struct FailedRequestTimingTests {
     @Test func certificateFailureReachesConnect() async throws {
         let server = try await environment.tlsServer()
         let agent = Agent()  // the system trust store does not know the test CA
-        let error = await self.failure { _ = try await agent.get(server.url("/hello")) }
+        let error = await agentError { _ = try await agent.get(server.url("/hello")) }
         await agent.shutdown()
         try await server.shutdown()
         #expect(error?.code == .certificateVerificationFailed)
@@ -258,7 +249,7 @@ struct FailedRequestTimingTests {
         var configuration = environment.configuration()
         configuration.tlsHandshakeTimeout = .milliseconds(200)
         let agent = Agent(configuration: configuration)
-        let error = await self.failure { _ = try await agent.get("https://127.0.0.1:\(server.port)/") }
+        let error = await agentError { _ = try await agent.get("https://127.0.0.1:\(server.port)/") }
         await agent.shutdown()
         try await server.shutdown()
         #expect(error?.code == .tlsHandshakeTimeout)
@@ -273,7 +264,7 @@ struct FailedRequestTimingTests {
         try await withAgent(configuration, server: environment.tlsServer()) { agent, server in
             let slow = Task { try await agent.get(server.url("/delay/1000")).text() }
             #expect(await AgentLifecycleTests.waitFor { agent.stats.origins.first?.active == 1 })
-            let error = await self.failure { _ = try await agent.get(server.url("/hello")) }
+            let error = await agentError { _ = try await agent.get(server.url("/hello")) }
             #expect(error?.code == .poolWaitTimeout)
             let timing = try #require(error?.timing)
             expectConsistent(timing)
@@ -287,7 +278,7 @@ struct FailedRequestTimingTests {
     @Test func truncatedBodyCarriesTheResponseMilestones() async throws {
         try await withAgent(environment.configuration(), server: environment.tlsServer()) { agent, server in
             let response = try await agent.get(server.url("/truncate/1000"))
-            let error = await self.failure { _ = try await response.body.collect(upTo: 10_000) }
+            let error = await agentError { _ = try await response.body.collect(upTo: 10_000) }
             #expect(error?.code == .responseBodyTruncated)
             let timing = try #require(error?.timing)
             expectConsistent(timing)
@@ -299,7 +290,7 @@ struct FailedRequestTimingTests {
 
     @Test func invalidRequestHasNoTiming() async throws {
         let agent = Agent()
-        let error = await self.failure { _ = try await agent.get("ftp://127.0.0.1/") }
+        let error = await agentError { _ = try await agent.get("ftp://127.0.0.1/") }
         await agent.shutdown()
         #expect(error?.code == .invalidRequest)
         #expect(error?.timing == nil)

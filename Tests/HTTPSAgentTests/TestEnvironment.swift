@@ -85,3 +85,13 @@ func withAgent<Result>(
         throw error
     }
 }
+
+/// The `AgentError` that `body` throws, or `nil` if it throws nothing (or something else).
+func agentError(_ body: () async throws -> Void) async -> AgentError? {
+    do {
+        try await body()
+        return nil
+    } catch {
+        return error as? AgentError
+    }
+}

@@ -15,15 +15,6 @@ struct TimingEdgeCaseTests {
         self.environment = try TestEnvironment()
     }
 
-    private func failure(_ body: () async throws -> Void) async -> AgentError? {
-        do {
-            try await body()
-            return nil
-        } catch {
-            return error as? AgentError
-        }
-    }
-
     /// A task cancelled before the request starts still reports `requestQueued` before `requestFailed`.
     @Test func cancelledBeforeStartStillReportsQueuedFirst() async throws {
         let observer = RecordingObserver()
@@ -44,7 +35,7 @@ struct TimingEdgeCaseTests {
             let reader = Task { _ = try await response.body.collect(upTo: 1 << 20) }
             try await Task.sleep(for: .milliseconds(100))
             reader.cancel()
-            let error = await self.failure { try await reader.value }
+            let error = await agentError { try await reader.value }
             #expect(error?.code == .cancelled)
             let timing = try #require(error?.timing, "the cancelled body's error has no timing")
             #expect(timing.responseHead != nil && timing.end != nil)
@@ -65,7 +56,7 @@ struct TimingEdgeCaseTests {
         let agent = Agent(configuration: environment.configuration(), observers: [Capture(failedTiming)])
         // Refused on its Content-Length while the body still streams: the request fails then.
         let slow = try await agent.get(server.url("/slow/100000/2000"))
-        let refused = await self.failure { _ = try await slow.body.collect(upTo: 10) }
+        let refused = await agentError { _ = try await slow.body.collect(upTo: 10) }
         #expect(refused?.code == .responseBodyTooLarge)
         let timing = try #require(refused?.timing)
         #expect(timing.responseHead != nil)
@@ -75,7 +66,7 @@ struct TimingEdgeCaseTests {
 
         // Refused after a chunk was read: the body bytes delivered are counted.
         let chunked = try await agent.get(server.url("/chunked/100000"))
-        let tooLong = await self.failure { _ = try await chunked.body.collect(upTo: 10) }
+        let tooLong = await agentError { _ = try await chunked.body.collect(upTo: 10) }
         #expect(tooLong?.code == .responseBodyTooLarge)
         #expect(try #require(tooLong?.timing).bodyBytesReceived > 0)
         await agent.shutdown()
@@ -118,7 +109,7 @@ struct TimingEdgeCaseTests {
                 box = task
                 return task
             }
-            let cancelled = await self.failure { try await task.value }
+            let cancelled = await agentError { try await task.value }
             #expect(cancelled?.code == .cancelled)
             // The dial carries on and parks its connection.
             #expect(await AgentLifecycleTests.waitFor { agent.stats.origins.first?.free == 1 })
@@ -147,7 +138,7 @@ struct TimingEdgeCaseTests {
         #expect(await AgentLifecycleTests.waitFor { observer.events.contains("headWritten") })
         try await Task.sleep(for: .milliseconds(300))
         task.cancel()
-        let error = await self.failure { try await task.value }
+        let error = await agentError { try await task.value }
         await agent.shutdown()
         try await server.shutdown()
         #expect(error?.code == .cancelled)
@@ -166,7 +157,7 @@ struct TimingEdgeCaseTests {
         let task = Task { _ = try await agent.get("https://127.0.0.1:\(server.port)/") }
         #expect(await AgentLifecycleTests.waitFor { observer.events.contains { $0.hasPrefix("tlsStarted") } })
         await agent.shutdown()
-        let error = await self.failure { try await task.value }
+        let error = await agentError { try await task.value }
         try await server.shutdown()
         #expect(error?.code == .shutdown)
         #expect(observer.events.contains { $0.hasPrefix("connectionFailed") }, "\(observer.events)")

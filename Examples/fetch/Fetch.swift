@@ -33,6 +33,22 @@ struct Fetch: AsyncParsableCommand {
     @Option(name: .customLong("cacert"), help: "Trust the CA certificates in this PEM file instead of the system's.")
     var caCertificate: String?
 
+    @Option(
+        name: [.customShort("w"), .customLong("write-out")],
+        help: ArgumentHelp(
+            "After each transfer, print FORMAT to standard output with curl's %{variables} expanded.",
+            discussion: """
+                Variables: time_namelookup, time_connect, time_appconnect, time_pretransfer, \
+                time_posttransfer, time_starttransfer, time_total, time_redirect, http_code, size_download, \
+                speed_download, num_connects, remote_ip, remote_port, local_ip, local_port, \
+                ssl_verify_result, url_effective, errormsg, exitcode; and ours: time_queue, reused, resumed, \
+                tls_version, tls_cipher. Escapes: \\n \\r \\t.
+                """,
+            valueName: "FORMAT"
+        )
+    )
+    var writeOut: String?
+
     @Flag(help: "Start a local HTTPS server and show what the Agent does (no URL needed).")
     var demo = false
 
@@ -64,17 +80,26 @@ struct Fetch: AsyncParsableCommand {
         }
         var failure: ExitCode?
         var connectionsOpened = Set<Int>()
+        let writeOut = self.writeOut.map(WriteOut.init(format:))
         for url in self.urls {
             let clock = ContinuousClock()
             let start = clock.now
+            var transfer = WriteOut.Transfer(url: url, sizeDownload: 0)
+            defer {
+                if let writeOut {
+                    Terminal.standardOutput(writeOut.render(transfer))
+                }
+            }
             do {
                 let request = try HTTPRequest(method: .get, url: url)
                 let response = try await agent.execute(request)
                 var bytes = 0
                 for try await chunk in response.body {
                     bytes += chunk.readableBytes
+                    transfer.sizeDownload = bytes
                     try sink.write(chunk)
                 }
+                transfer.timing = response.timing
                 connectionsOpened.insert(response.connection.id)
                 if !self.silent && self.urls.count > 1 {
                     let elapsed = clock.now - start
@@ -84,6 +109,8 @@ struct Fetch: AsyncParsableCommand {
                     )
                 }
             } catch let error as AgentError {
+                transfer.error = error
+                transfer.timing = error.timing
                 Terminal.standardError("fetch: \(error)")
                 failure = ExitCode(Self.curlExitCode(for: error))
             } catch let error as OutputSink.WriteError {
@@ -172,6 +199,22 @@ enum Terminal {
     static func standardError(_ line: String) {
         let text = line + "\n"
         _ = text.withCString { Glibc.write(STDERR_FILENO, $0, strlen($0)) }
+    }
+
+    /// Writes `text` as is, unbuffered, so that it stays in order with bodies written to standard output.
+    static func standardOutput(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Glibc.write(STDOUT_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return
+                }
+                offset += written
+            }
+        }
     }
 
     static func milliseconds(_ duration: Duration) -> String {

@@ -52,6 +52,55 @@ struct FetchCLITests {
         try await server.shutdown()
     }
 
+    @Test func writeOutPrintsCurlsTimingVariables() async throws {
+        let server = try await environment.tlsServer()
+        let files = try environment.certificates.writeFiles()
+        defer { files.remove() }
+        // The command from curl's documentation, plus our variables.
+        let format =
+            "dns lookup %{time_namelookup}s tcp connect %{time_connect}s tls handshake %{time_appconnect}s "
+            + "pre transfer %{time_pretransfer}s start transfer %{time_starttransfer}s total time %{time_total}s "
+            + "| %{http_code} %{size_download} %{num_connects} %{reused} %{resumed} %{tls_version} "
+            + "%{remote_ip}:%{remote_port} %{time_queue} 100%% %{bogus}\\n"
+        let result = try await Self.fetch(
+            [
+                "-o", "/dev/null", "-s", "--cacert", files.caPath, "-w", format, server.url("/bytes/300"),
+                server.url("/hello"),
+            ]
+        )
+        #expect(result.status == 0, "\(result.standardError)")
+        let lines = result.standardOutput.split(separator: "\n").map(String.init)
+        try #require(lines.count == 2, "\(result.standardOutput)")
+        func seconds(_ line: String, after label: String) throws -> Double {
+            let rest = try #require(line.range(of: label + " ")).upperBound
+            return try #require(Double(line[rest...].prefix { $0 != "s" }))
+        }
+        let labels = ["dns lookup", "tcp connect", "tls handshake", "pre transfer", "start transfer", "total time"]
+        let first = try labels.map { try seconds(lines[0], after: $0) }
+        #expect(first == first.sorted(), "cumulative times go up: \(first)")
+        #expect(first.allSatisfy { $0 > 0 })
+        #expect(lines[0].contains("| 200 300 1 0 0 TLSv1.3 127.0.0.1:\(server.port) "))
+        // time_queue, then "%%" as "%", and an unknown variable as nothing.
+        let tail = lines[0].split(separator: " ", omittingEmptySubsequences: false).suffix(3).map(String.init)
+        #expect(Double(tail[0]) != nil && tail[1] == "100%" && tail[2].isEmpty, "\(tail)")
+        // The second URL reuses the connection: no DNS, connect or TLS, as curl prints it.
+        let second = try labels.map { try seconds(lines[1], after: $0) }
+        #expect(Array(second.prefix(3)) == [0, 0, 0])
+        #expect(second[3] > 0 && second[4] >= second[3] && second[5] >= second[4])
+        #expect(lines[1].contains("| 200 5 0 1 0 TLSv1.3 127.0.0.1:\(server.port) "))
+        #expect(server.stats.accepted == 1)
+        try await server.shutdown()
+    }
+
+    @Test func writeOutAfterAFailureHasCode000() async throws {
+        let port = try await unusedLoopbackPort()
+        let result = try await Self.fetch(
+            ["-s", "-w", "%{http_code} %{time_connect} %{exitcode} %{num_connects}", "https://127.0.0.1:\(port)/"]
+        )
+        #expect(result.status == 7)
+        #expect(result.standardOutput == "000 0.000000 7 0")
+    }
+
     @Test func refusedConnectionExitsWithCurlsCode7() async throws {
         let port = try await unusedLoopbackPort()
         let result = try await Self.fetch(["-s", "https://127.0.0.1:\(port)/"])

@@ -20,15 +20,15 @@ struct Connector: Sendable {
     /// `established` is called on the connection's event loop, in the same tick the HTTP handler joins
     /// the pipeline, so the pool learns of the connection before any close of it can be reported.
     ///
-    /// - Throws: ``AgentError`` for DNS, connect and TLS failures; `CancellationError` when cancelled.
-    ///   Errors carry the steps that completed (``AgentError/dialTimeline``).
+    /// - Throws: ``AgentError`` for DNS, connect and TLS failures, and ``AgentError/Code/shutdown`` when
+    ///   cancelled. Errors carry the steps that completed (``AgentError/dialTimeline``).
     func connect(
         id: Int,
         origin: Origin,
         delegate: any HTTP1ConnectionDelegate,
         events: ConnectionObservers,
         established: @escaping @Sendable (HTTP1Connection) -> Void
-    ) async throws {
+    ) async throws(AgentError) {
         var timeline = ConnectionTimeline(dialStart: .now(), expectsTLS: origin.tls != nil)
         do {
             events.emit { $0.dnsStarted($1) }

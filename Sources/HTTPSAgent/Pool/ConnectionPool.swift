@@ -277,13 +277,13 @@ final class ConnectionPool: Sendable {
             )
         )
         let task = Task {
-            do {
+            do throws(AgentError) {
                 try await self.connector.connect(id: id, origin: origin, delegate: self, events: events) {
                     connection in
                     self.connectionEstablished(connection)
                 }
             } catch {
-                self.connectionFailed(id, error: Self.asAgentError(error, origin: origin))
+                self.connectionFailed(id, error: error)
             }
         }
         let cancelNow = self.state.withLockedValue { state in
@@ -296,27 +296,6 @@ final class ConnectionPool: Sendable {
         if cancelNow {
             task.cancel()
         }
-    }
-
-    private static func asAgentError(_ error: any Error, origin: Origin) -> AgentError {
-        if let error = error as? AgentError { return error }
-        if error is CancellationError {
-            return AgentError(
-                code: .shutdown,
-                phase: .connect,
-                host: origin.host,
-                port: origin.port,
-                message: "the Agent was shut down while connecting"
-            )
-        }
-        return AgentError(
-            code: .connectFailed,
-            phase: .connect,
-            host: origin.host,
-            port: origin.port,
-            message: "could not connect",
-            underlying: String(describing: error)
-        )
     }
 
     private static func error(for failure: PoolFailure, origin: Origin) -> AgentError {

@@ -53,33 +53,27 @@ final class RequestTracker: Sendable {
     func acquired(_ connection: HTTP1Connection, reused: Bool, info: ConnectionInfo, now: NIODeadline) {
         let idle = reused ? connection.idleSince.map { self.offset(now, from: $0) } : nil
         self.state.withLockedValue { state in
-            let start = state.timing.startedAt
-            var timing = state.timing
-            timing.reusedConnection = reused
-            timing.idleTimeBeforeReuse = idle
-            timing.connectionID = connection.id
-            timing.remoteAddress = info.remoteAddress
-            timing.remotePort = info.remotePort
-            timing.localAddress = connection.localIP
-            timing.localPort = connection.localPort
-            timing.tlsVersion = info.tls?.version
-            timing.tlsCipher = info.tls?.cipher
-            timing.alpn = info.tls?.alpn
-            timing.resumedSession = info.tls?.sessionResumed ?? false
-            timing.expectsTLS = connection.timeline.expectsTLS
+            // In place: the record is large, and this runs for every request.
+            state.timing.reusedConnection = reused
+            state.timing.idleTimeBeforeReuse = idle
+            state.timing.connectionID = connection.id
+            state.timing.remoteAddress = info.remoteAddress
+            state.timing.remotePort = info.remotePort
+            state.timing.localAddress = connection.localIP
+            state.timing.localPort = connection.localPort
+            state.timing.tlsVersion = info.tls?.version
+            state.timing.tlsCipher = info.tls?.cipher
+            state.timing.alpn = info.tls?.alpn
+            state.timing.resumedSession = info.tls?.sessionResumed ?? false
             if reused {
-                timing.queueEnd = self.offset(now, from: start)
-                timing.dnsEnd = nil
-                timing.connectEnd = nil
-                timing.tlsEnd = nil
+                state.timing.expectsTLS = connection.timeline.expectsTLS
+                state.timing.queueEnd = self.offset(now, from: state.timing.startedAt)
+                state.timing.dnsEnd = nil
+                state.timing.connectEnd = nil
+                state.timing.tlsEnd = nil
             } else {
-                let line = connection.timeline
-                timing.queueEnd = self.offset(line.dialStart, from: start)
-                timing.dnsEnd = line.dnsEnd.map { self.offset($0, from: start) }
-                timing.connectEnd = line.connectEnd.map { self.offset($0, from: start) }
-                timing.tlsEnd = line.tlsEnd.map { self.offset($0, from: start) }
+                self.placeDial(connection.timeline, in: &state.timing)
             }
-            state.timing = timing
         }
         self.emit { $0.connectionAcquired($1, connection: info, idleTime: idle) }
     }

@@ -9,26 +9,52 @@ import Glibc
 
 /// `fetch`: a small curl-like fetcher on top of the HTTPSAgent library.
 ///
-/// Every URL on the command line goes through one ``Agent``, in order, so requests to the same host
-/// share a kept-alive connection.
+/// Every URL on the command line goes through one ``Agent``, so requests to the same host share a
+/// kept-alive connection.
 @main
 struct Fetch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fetch",
         abstract: "Fetch URLs through one connection-pooling HTTPS Agent.",
         discussion: """
-            Bodies go to standard output (or to the file given with -o). With several URLs, a line per \
-            request on standard error shows which connection carried it and whether it was reused.
+            Bodies go to standard output (or to the file given with -o, or with -O to files named like the \
+            URLs). With several transfers, a line per transfer on standard error shows which connection \
+            carried it and whether it was reused. Exit codes follow curl's: 6 DNS, 7 connect, 28 timeout, \
+            35 TLS, 60 certificate verification, 22 an HTTP error with -f, 23 a write error.
 
             Run `fetch --demo` to see pooling against a local HTTPS server, with no network needed.
             """
     )
 
-    @Flag(name: .shortAndLong, help: "Silent: print no progress or per-request lines, only errors.")
+    @Flag(name: .shortAndLong, help: "Silent: no per-transfer lines, and no error messages unless -S.")
     var silent = false
 
-    @Option(name: .shortAndLong, help: "Write bodies to FILE instead of standard output.")
+    @Flag(name: [.customShort("S"), .customLong("show-error")], help: "With -s, still print error messages.")
+    var showError = false
+
+    @Flag(
+        name: [.customShort("f"), .customLong("fail")],
+        help: "Exit 22 on an HTTP status of 400 or more, without the body."
+    )
+    var fail = false
+
+    @Flag(name: [.customShort("i"), .customLong("include")], help: "Write the response head before the body.")
+    var include = false
+
+    @Option(
+        name: .shortAndLong,
+        help: ArgumentHelp(
+            "Write bodies to FILE instead of standard output (all of them, in order).",
+            valueName: "FILE"
+        )
+    )
     var output: String?
+
+    @Flag(
+        name: [.customShort("O"), .customLong("remote-name")],
+        help: "Write each body to a file in the current directory named like the last segment of its URL's path."
+    )
+    var remoteName = false
 
     @Option(name: .customLong("cacert"), help: "Trust the CA certificates in this PEM file instead of the system's.")
     var caCertificate: String?
@@ -38,16 +64,22 @@ struct Fetch: AsyncParsableCommand {
         help: ArgumentHelp(
             "After each transfer, print FORMAT to standard output with curl's %{variables} expanded.",
             discussion: """
-                Variables: time_namelookup, time_connect, time_appconnect, time_pretransfer, \
-                time_posttransfer, time_starttransfer, time_total, time_redirect, http_code, size_download, \
-                speed_download, num_connects, remote_ip, remote_port, local_ip, local_port, \
-                ssl_verify_result, url_effective, errormsg, exitcode; and ours: time_queue, reused, resumed, \
-                tls_version, tls_cipher. Escapes: \\n \\r \\t.
+                @FILE reads the format from FILE (@- from standard input). Variables: time_namelookup, \
+                time_connect, time_appconnect, time_pretransfer, time_posttransfer, time_starttransfer, \
+                time_total, time_redirect, http_code, size_download, speed_download, num_connects, remote_ip, \
+                remote_port, local_ip, local_port, ssl_verify_result, url_effective, errormsg, exitcode; and \
+                ours: time_queue, reused, resumed, tls_version, tls_cipher. Escapes: \\n \\r \\t.
                 """,
             valueName: "FORMAT"
         )
     )
     var writeOut: String?
+
+    @OptionGroup(title: "Request")
+    var request: RequestOptions
+
+    @OptionGroup(title: "Connections")
+    var connection: ConnectionOptions
 
     @Flag(help: "Start a local HTTPS server and show what the Agent does (no URL needed).")
     var demo = false
@@ -59,6 +91,12 @@ struct Fetch: AsyncParsableCommand {
         if !self.demo && self.urls.isEmpty {
             throw ValidationError("give at least one URL, or --demo")
         }
+        if self.remoteName {
+            if self.output != nil { throw ValidationError("-o and -O cannot be combined") }
+            for url in self.urls where TransferRunner.remoteFileName(url) == nil {
+                throw ValidationError("-O: \(url) has no file name in its path")
+            }
+        }
     }
 
     func run() async throws {
@@ -66,67 +104,76 @@ struct Fetch: AsyncParsableCommand {
             try await Demo(color: Terminal.isTTY(STDOUT_FILENO)).run()
             return
         }
+        let showErrors = !self.silent || self.showError
+        // Everything that can fail before a request is sent fails here, before an Agent exists.
+        let body: ByteBuffer?
+        let writeOut: WriteOut?
+        let sink: OutputSink?
+        do {
+            body = try self.request.body()
+            writeOut = try self.writeOut.map { try WriteOut(argument: $0) }
+        } catch {
+            if showErrors { Terminal.standardError("fetch: (26) \(error)") }
+            throw ExitCode(26)
+        }
+        do {
+            sink = self.remoteName ? nil : try OutputSink(path: self.output)
+        } catch {
+            if showErrors { Terminal.standardError("fetch: (23) \(error)") }
+            throw ExitCode(23)
+        }
+
         var configuration = Agent.Configuration()
         if let caCertificate {
             configuration.tls.trustRoots = .file(caCertificate)
         }
+        self.connection.apply(to: &configuration)
         let agent = Agent(configuration: configuration)
-        let sink: OutputSink
-        do {
-            sink = try OutputSink(path: self.output)
-        } catch {
-            await agent.shutdown()
-            throw ExitCode(23)
-        }
-        var failure: ExitCode?
-        var connectionsOpened = Set<Int>()
-        let writeOut = self.writeOut.map(WriteOut.init(format:))
-        for url in self.urls {
-            let clock = ContinuousClock()
-            let start = clock.now
-            var transfer = WriteOut.Transfer(url: url, sizeDownload: 0)
-            defer {
-                if let writeOut {
-                    Terminal.standardOutput(writeOut.render(transfer))
+
+        let settings = TransferSettings(
+            method: self.request.requestMethod,
+            headerFields: try self.request.headerFields(hasBody: body != nil),
+            body: body,
+            failOnHTTPError: self.fail,
+            includeHead: self.include || self.request.headOnly,
+            remoteName: self.remoteName,
+            maxTime: self.connection.maxTimeDuration,
+            bufferBodies: self.connection.parallel > 1
+        )
+        let runner = TransferRunner(agent: agent, settings: settings, sink: sink)
+        let jobs = Array(repeatElement(self.urls, count: self.connection.repeat).joined())
+        var report = RunReport(
+            writeOut: writeOut,
+            perTransferLines: !self.silent && jobs.count > 1,
+            showErrors: showErrors
+        )
+        if self.connection.parallel == 1 {
+            for url in jobs {
+                report.add(await runner.run(url: url))
+            }
+        } else {
+            await withTaskGroup(of: TransferResult.self) { group in
+                var pending = jobs.makeIterator()
+                for _ in 0..<self.connection.parallel {
+                    guard let url = pending.next() else { break }
+                    group.addTask { await runner.run(url: url) }
+                }
+                for await result in group {
+                    report.add(result)
+                    if let url = pending.next() {
+                        group.addTask { await runner.run(url: url) }
+                    }
                 }
             }
-            do {
-                let request = try HTTPRequest(method: .get, url: url)
-                let response = try await agent.execute(request)
-                var bytes = 0
-                for try await chunk in response.body {
-                    bytes += chunk.readableBytes
-                    transfer.sizeDownload = bytes
-                    try sink.write(chunk)
-                }
-                transfer.timing = response.timing
-                connectionsOpened.insert(response.connection.id)
-                if !self.silent && self.urls.count > 1 {
-                    let elapsed = clock.now - start
-                    Terminal.standardError(
-                        "\(url) -> \(response.status.code), \(bytes) bytes, connection #\(response.connection.id) "
-                            + "\(response.connection.isReused ? "reused" : "new"), \(Terminal.milliseconds(elapsed))"
-                    )
-                }
-            } catch let error as AgentError {
-                transfer.error = error
-                transfer.timing = error.timing
-                Terminal.standardError("fetch: \(error)")
-                failure = ExitCode(Self.curlExitCode(for: error))
-            } catch let error as OutputSink.WriteError {
-                Terminal.standardError("fetch: \(error)")
-                failure = ExitCode(23)
-            }
         }
-        sink.close()
-        if !self.silent && self.urls.count > 1 {
+        if report.perTransferLines {
             Terminal.standardError(
-                "fetch: \(self.urls.count) requests over \(connectionsOpened.count) connection(s)"
+                "fetch: \(jobs.count) requests over \(report.connectionsUsed.count) connection(s)"
             )
         }
         await agent.shutdown()
-        if let failure {
-            throw failure
+        if let failure = report.lastFailure {
+            throw ExitCode(failure)
         }
     }
 
@@ -146,81 +193,41 @@ struct Fetch: AsyncParsableCommand {
     }
 }
 
-/// Where bodies go: standard output or a file.
-final class OutputSink {
-    struct WriteError: Error, CustomStringConvertible {
-        var description: String
+/// What the run prints after each transfer, and what it remembers for the end.
+struct RunReport {
+    let writeOut: WriteOut?
+    /// A line per transfer on standard error (several transfers, not -s).
+    let perTransferLines: Bool
+    let showErrors: Bool
+    private(set) var connectionsUsed = Set<Int>()
+    /// The exit code of the last transfer that failed.
+    private(set) var lastFailure: Int32?
+
+    init(writeOut: WriteOut?, perTransferLines: Bool, showErrors: Bool) {
+        self.writeOut = writeOut
+        self.perTransferLines = perTransferLines
+        self.showErrors = showErrors
     }
 
-    private let descriptor: Int32
-    private let ownsDescriptor: Bool
-
-    init(path: String?) throws {
-        if let path {
-            let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-            guard descriptor >= 0 else {
-                let reason = String(cString: strerror(errno))
-                Terminal.standardError("fetch: cannot write \(path): \(reason)")
-                throw WriteError(description: "cannot write \(path): \(reason)")
-            }
-            self.descriptor = descriptor
-            self.ownsDescriptor = true
-        } else {
-            self.descriptor = STDOUT_FILENO
-            self.ownsDescriptor = false
+    mutating func add(_ result: TransferResult) {
+        let transfer = result.transfer
+        if let writeOut {
+            Terminal.standardOutput(writeOut.render(transfer))
         }
-    }
-
-    func write(_ buffer: ByteBuffer) throws {
-        try buffer.withUnsafeReadableBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = Glibc.write(self.descriptor, bytes.baseAddress! + offset, bytes.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    throw WriteError(description: "write failed: \(String(cString: strerror(errno)))")
-                }
-                offset += written
+        if let connection = result.connection {
+            self.connectionsUsed.insert(connection.id)
+        }
+        if result.exitCode != 0 {
+            self.lastFailure = result.exitCode
+            if self.showErrors {
+                Terminal.standardError("fetch: (\(result.exitCode)) \(transfer.errorMessage ?? transfer.url)")
             }
         }
-    }
-
-    func close() {
-        if self.ownsDescriptor {
-            Glibc.close(self.descriptor)
+        if self.perTransferLines, let status = result.status, let connection = result.connection {
+            Terminal.standardError(
+                "\(transfer.url) -> \(status.code), \(transfer.sizeDownload) bytes, connection #\(connection.id) "
+                    + "\(connection.isReused ? "reused" : "new"), \(Terminal.milliseconds(result.elapsed))"
+            )
         }
-    }
-}
-
-/// Small terminal helpers.
-enum Terminal {
-    static func isTTY(_ descriptor: Int32) -> Bool { isatty(descriptor) == 1 }
-
-    static func standardError(_ line: String) {
-        let text = line + "\n"
-        _ = text.withCString { Glibc.write(STDERR_FILENO, $0, strlen($0)) }
-    }
-
-    /// Writes `text` as is, unbuffered, so that it stays in order with bodies written to standard output.
-    static func standardOutput(_ text: String) {
-        var text = text
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = Glibc.write(STDOUT_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    return
-                }
-                offset += written
-            }
-        }
-    }
-
-    static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let value = Double(seconds) * 1000 + Double(attoseconds) / 1e15
-        let rounded = (value * 10).rounded() / 10
-        return "\(rounded) ms"
     }
 }

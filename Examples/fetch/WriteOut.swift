@@ -1,4 +1,5 @@
 import HTTPSAgent
+import HTTPTypes
 
 /// curl's `-w/--write-out`: a format with `%{variable}` placeholders and `\n`-style escapes, expanded
 /// once per transfer from its timing record.
@@ -7,18 +8,38 @@ import HTTPSAgent
 /// that got no response.
 struct WriteOut {
     /// What one transfer left behind.
-    struct Transfer {
+    struct Transfer: Sendable {
         var url: String
+        var method: HTTPRequest.Method = .get
         var timing: RequestTiming?
-        /// Body bytes written out.
-        var sizeDownload: Int
+        /// Body bytes received.
+        var sizeDownload: Int = 0
+        /// The library's error, when the Agent failed the request.
         var error: AgentError?
+        /// 0, or curl's exit code for how the transfer failed (an Agent error, -f, -m, a write error).
+        var exitCode: Int32 = 0
+        /// The one-line message for a failure.
+        var errorMessage: String?
     }
 
     /// Our variables beyond curl's.
     static let ownVariables = ["time_queue", "reused", "resumed", "tls_version", "tls_cipher"]
 
     let format: String
+
+    init(format: String) {
+        self.format = format
+    }
+
+    /// The -w argument: a format, or `@FILE` (`@-` for standard input) to read one.
+    init(argument: String) throws(RequestOptions.ReadError) {
+        guard argument.hasPrefix("@") else {
+            self.init(format: argument)
+            return
+        }
+        let bytes = try RequestOptions.readFile(String(argument.dropFirst()))
+        self.init(format: String(decoding: bytes, as: UTF8.self))
+    }
 
     /// The format expanded for `transfer`. Unknown variables expand to nothing, as in curl.
     func render(_ transfer: Transfer) -> String {
@@ -86,9 +107,9 @@ struct WriteOut {
         case "url_effective", "url":
             return transfer.url
         case "errormsg":
-            return transfer.error.map { "\($0)" } ?? ""
+            return transfer.errorMessage ?? ""
         case "exitcode":
-            return String(transfer.error.map(Fetch.curlExitCode(for:)) ?? 0)
+            return String(transfer.exitCode)
         case "reused":
             return timing?.reusedConnection == true ? "1" : "0"
         case "resumed":

@@ -331,7 +331,18 @@ final class TestServerHandler: ChannelInboundHandler {
                 context.close(promise: nil)
             }
         case "status":
-            self.send(context, status: HTTPResponseStatus(statusCode: number), body: ByteBuffer(), close: lastRequest)
+            self.send(
+                context,
+                status: HTTPResponseStatus(statusCode: number),
+                // An error page for errors; none for the rest, as 204 and 304 must not have one.
+                body: ByteBuffer(string: number >= 400 ? "status \(number)" : ""),
+                close: lastRequest
+            )
+        case "headers":
+            // The request line and header fields as received, one per line: for clients' header tests.
+            var text = "\(request.method.rawValue) \(request.uri)\n"
+            for (name, value) in request.headers { text += "\(name): \(value)\n" }
+            self.send(context, body: ByteBuffer(string: text), close: lastRequest)
         case "echo":
             var head = self.head(.ok, close: lastRequest)
             head.headers.add(name: "X-Request-Method", value: request.method.rawValue)

@@ -45,7 +45,7 @@ struct FetchCLITests {
 
     @Test func untrustedServerExitsWithCurlsCode60() async throws {
         let server = try await environment.tlsServer()
-        let result = try await Self.fetch(["-s", server.url("/hello")])
+        let result = try await Self.fetch(["-sS", server.url("/hello")])
         #expect(result.status == 60)
         #expect(result.standardError.contains("unable to get local issuer certificate"))
         #expect(result.standardError.contains("localhost:\(server.port)"))
@@ -103,7 +103,7 @@ struct FetchCLITests {
 
     @Test func refusedConnectionExitsWithCurlsCode7() async throws {
         let port = try await unusedLoopbackPort()
-        let result = try await Self.fetch(["-s", "https://127.0.0.1:\(port)/"])
+        let result = try await Self.fetch(["https://127.0.0.1:\(port)/"])
         #expect(result.status == 7)
         #expect(result.standardError.contains("connection refused"))
     }
@@ -126,13 +126,16 @@ struct FetchCLITests {
         var standardError: String
     }
 
-    /// Runs `fetch` with `arguments` and collects its output.
-    static func fetch(_ arguments: [String]) async throws -> Result {
+    /// Runs `fetch` with `arguments` (in `directory`, if given) and collects its output.
+    static func fetch(_ arguments: [String], directory workingDirectory: String? = nil) async throws -> Result {
         let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let executable = directory.appendingPathComponent("fetch")
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        if let workingDirectory {
+            process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory)
+        }
         let output = Pipe()
         let error = Pipe()
         process.standardOutput = output

@@ -175,7 +175,9 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
 }
 
 extension AgentError.Phase {
-    var displayName: String {
+    /// The phase in words, as error descriptions name it: "DNS", "TLS handshake", "reading the response
+    /// head".
+    public var displayName: String {
         switch self {
         case .request: "request"
         case .poolWait: "waiting for a connection"

@@ -187,6 +187,9 @@ struct Fetch: AsyncParsableCommand {
         case .certificateVerificationFailed: 60
         case .tlsHandshakeFailed, .tlsConfigurationInvalid: 35
         case .responseBodyTruncated, .uncleanShutdown: 18
+        // A read that failed (a TLS alert such as "certificate required", a reset) rather than a clean
+        // close: curl's "failure receiving network data".
+        case .connectionClosed where error.underlying != nil: 56
         case .malformedResponse, .connectionClosed: 52
         default: 56
         }

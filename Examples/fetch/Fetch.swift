@@ -56,9 +56,6 @@ struct Fetch: AsyncParsableCommand {
     )
     var remoteName = false
 
-    @Option(name: .customLong("cacert"), help: "Trust the CA certificates in this PEM file instead of the system's.")
-    var caCertificate: String?
-
     @Option(
         name: [.customShort("w"), .customLong("write-out")],
         help: ArgumentHelp(
@@ -81,6 +78,12 @@ struct Fetch: AsyncParsableCommand {
     @OptionGroup(title: "Connections")
     var connection: ConnectionOptions
 
+    @OptionGroup(title: "TLS and sessions")
+    var tls: TLSOptions
+
+    @OptionGroup(title: "TLS and sessions")
+    var reconnect: ReconnectOptions
+
     @Flag(help: "Start a local HTTPS server and show what the Agent does (no URL needed).")
     var demo = false
 
@@ -97,6 +100,7 @@ struct Fetch: AsyncParsableCommand {
                 throw ValidationError("-O: \(url) has no file name in its path")
             }
         }
+        try self.reconnect.validate(with: self)
     }
 
     func run() async throws {
@@ -124,12 +128,9 @@ struct Fetch: AsyncParsableCommand {
         }
 
         var configuration = Agent.Configuration()
-        if let caCertificate {
-            configuration.tls.trustRoots = .file(caCertificate)
-        }
+        let sessionFile = self.tls.apply(to: &configuration)  // TLS flags; loads --session-file
+        defer { sessionFile.save() }  // at every exit, failed transfers too
         self.connection.apply(to: &configuration)
-        let agent = Agent(configuration: configuration)
-
         let settings = TransferSettings(
             method: self.request.requestMethod,
             headerFields: try self.request.headerFields(hasBody: body != nil),
@@ -140,13 +141,29 @@ struct Fetch: AsyncParsableCommand {
             maxTime: self.connection.maxTimeDuration,
             bufferBodies: self.connection.parallel > 1
         )
-        let runner = TransferRunner(agent: agent, settings: settings, sink: sink)
         let jobs = Array(repeatElement(self.urls, count: self.connection.repeat).joined())
         var report = RunReport(
             writeOut: writeOut,
-            perTransferLines: !self.silent && jobs.count > 1,
+            perTransferLines: !self.silent && jobs.count > 1 && !self.reconnect.isRequested,
             showErrors: showErrors
         )
+        if self.reconnect.isRequested {
+            // Bodies are not the point of --reconnect: discarded unless -o or -O says where they go.
+            let discard = self.output == nil && !self.remoteName
+            let reconnectSink = discard ? try OutputSink(path: "/dev/null") : sink
+            if let failure = await self.reconnect.run(
+                url: self.urls[0],
+                configuration: configuration,
+                settings: settings,
+                sink: reconnectSink,
+                report: &report
+            ) {
+                throw ExitCode(failure)
+            }
+            return
+        }
+        let agent = Agent(configuration: configuration)
+        let runner = TransferRunner(agent: agent, settings: settings, sink: sink)
         if self.connection.parallel == 1 {
             for url in jobs {
                 report.add(await runner.run(url: url))

@@ -84,7 +84,7 @@ struct TLSOptions: ParsableArguments {
             configuration.tls.certificateVerification = .none
             Terminal.standardError(
                 "fetch: WARNING: -k/--insecure: the server's certificate is not verified, so the connection is "
-                    + "NOT authenticated and anyone on the path can read or change it"
+                    + "NOT authenticated: anyone on the path can pose as the server and read or change the traffic"
             )
         }
         if let certificate {

@@ -84,6 +84,9 @@ struct Fetch: AsyncParsableCommand {
     @OptionGroup(title: "TLS and sessions")
     var reconnect: ReconnectOptions
 
+    @OptionGroup(title: "Reports")
+    var reportOptions: ReportOptions
+
     @Flag(help: "Start a local HTTPS server and show what the Agent does (no URL needed).")
     var demo = false
 
@@ -144,6 +147,7 @@ struct Fetch: AsyncParsableCommand {
         let jobs = Array(repeatElement(self.urls, count: self.connection.repeat).joined())
         var report = RunReport(
             writeOut: writeOut,
+            reports: TransferReport(self.reportOptions),
             perTransferLines: !self.silent && jobs.count > 1 && !self.reconnect.isRequested,
             showErrors: showErrors
         )
@@ -158,8 +162,10 @@ struct Fetch: AsyncParsableCommand {
                 sink: reconnectSink,
                 report: &report
             ) {
+                report.reports.allFinished()
                 throw ExitCode(failure)
             }
+            report.reports.allFinished()
             return
         }
         let agent = Agent(configuration: configuration)
@@ -183,6 +189,7 @@ struct Fetch: AsyncParsableCommand {
                 }
             }
         }
+        report.reports.allFinished()
         if report.perTransferLines {
             Terminal.standardError(
                 "fetch: \(jobs.count) requests over \(report.connectionsUsed.count) connection(s)"
@@ -216,6 +223,8 @@ struct Fetch: AsyncParsableCommand {
 /// What the run prints after each transfer, and what it remembers for the end.
 struct RunReport {
     let writeOut: WriteOut?
+    /// --json and --timing.
+    let reports: TransferReport
     /// A line per transfer on standard error (several transfers, not -s).
     let perTransferLines: Bool
     let showErrors: Bool
@@ -223,8 +232,9 @@ struct RunReport {
     /// The exit code of the last transfer that failed.
     private(set) var lastFailure: Int32?
 
-    init(writeOut: WriteOut?, perTransferLines: Bool, showErrors: Bool) {
+    init(writeOut: WriteOut?, reports: TransferReport, perTransferLines: Bool, showErrors: Bool) {
         self.writeOut = writeOut
+        self.reports = reports
         self.perTransferLines = perTransferLines
         self.showErrors = showErrors
     }
@@ -234,6 +244,7 @@ struct RunReport {
         if let writeOut {
             Terminal.standardOutput(writeOut.render(transfer))
         }
+        self.reports.finished(transfer)
         if let connection = result.connection {
             self.connectionsUsed.insert(connection.id)
         }

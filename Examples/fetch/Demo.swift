@@ -26,11 +26,12 @@ struct Demo {
         self.title("swift-https-agent demo")
         self.line("Local HTTPS server: \(server.url("/")) (certificate from a test CA made just now)")
         self.line("")
+        var rows: [Row] = []  // every request, for the phase summary at the end
 
         self.heading("1. Keep-alive: five requests in a row, one Agent")
         let keepAlive = Agent(configuration: .init(maxSocketsPerHost: 2, tls: tls))
         for _ in 0..<5 {
-            try await self.fetch(keepAlive, server.url("/hello"))
+            rows.append(try await self.fetch(keepAlive, server.url("/hello")))
         }
         self.note("One TLS handshake; the next four requests reuse its connection.")
         self.line("")
@@ -42,9 +43,10 @@ struct Demo {
             }
             try await Task.sleep(for: .milliseconds(40))
             let stats = keepAlive.stats["https://localhost:\(server.port)"]
-            var rows: [Row] = []
-            for try await row in group { rows.append(row) }
-            for row in rows.sorted(by: { $0.timing.total < $1.timing.total }) { self.print(row) }
+            var queued: [Row] = []
+            for try await row in group { queued.append(row) }
+            for row in queued.sorted(by: { $0.timing.total < $1.timing.total }) { self.print(row) }
+            rows += queued
             return stats
         }
         if let snapshot {
@@ -59,7 +61,7 @@ struct Demo {
         self.heading("3. keepAlive off: a new connection per request, resuming the TLS session")
         let noKeepAlive = Agent(configuration: .init(keepAlive: false, tls: tls))
         for _ in 0..<4 {
-            try await self.fetch(noKeepAlive, server.url("/hello"))
+            rows.append(try await self.fetch(noKeepAlive, server.url("/hello")))
         }
         if let cache = noKeepAlive.configuration.sessionCache {
             let stats = cache.stats
@@ -77,6 +79,14 @@ struct Demo {
         self.line("  connections accepted:   \(stats.accepted)  (most open at once: \(stats.maxOpen))")
         self.line("  TLS handshakes:         \(stats.fullHandshakes) full, \(stats.resumedHandshakes) resumed")
         self.line("")
+        self.heading("Phases of all \(rows.count) requests, from their timing records (what fetch --timing prints)")
+        let transfers = rows.map {
+            WriteOut.Transfer(url: $0.path, timing: $0.timing, sizeDownload: $0.timing.bodyBytesReceived)
+        }
+        let summary = TimingSummary(transfers).lines()
+        self.line(self.paint("  " + summary[0], code: "2"))
+        for line in summary.dropFirst() { self.line("  " + line) }
+        self.line("")
         self.note("Times are in milliseconds, from each response's timing record (response.timing).")
     }
 
@@ -89,8 +99,10 @@ struct Demo {
         var timing: RequestTiming
     }
 
-    private func fetch(_ agent: Agent, _ url: String) async throws {
-        self.print(try await Self.timedGet(agent, url))
+    private func fetch(_ agent: Agent, _ url: String) async throws -> Row {
+        let row = try await Self.timedGet(agent, url)
+        self.print(row)
+        return row
     }
 
     private static func timedGet(_ agent: Agent, _ url: String) async throws -> Row {

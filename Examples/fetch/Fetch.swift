@@ -87,6 +87,9 @@ struct Fetch: AsyncParsableCommand {
     @OptionGroup(title: "Reports")
     var reportOptions: ReportOptions
 
+    @OptionGroup(title: "Display")
+    var display: DisplayOptions
+
     @Flag(help: "Start a local HTTPS server and show what the Agent does (no URL needed).")
     var demo = false
 
@@ -160,7 +163,8 @@ struct Fetch: AsyncParsableCommand {
                 configuration: configuration,
                 settings: settings,
                 sink: reconnectSink,
-                report: &report
+                report: &report,
+                verbose: self.display.verbose
             ) {
                 report.reports.allFinished()
                 throw ExitCode(failure)
@@ -168,8 +172,11 @@ struct Fetch: AsyncParsableCommand {
             report.reports.allFinished()
             return
         }
-        let agent = Agent(configuration: configuration)
-        let runner = TransferRunner(agent: agent, settings: settings, sink: sink)
+        // -v: an observer on the Agent for connections, and one per request (tagged when they overlap).
+        let verbose =
+            self.display.verbose ? Verbose(configuration: configuration, tagged: self.connection.parallel > 1) : nil
+        let agent = Agent(configuration: configuration, observers: verbose?.observers ?? [])
+        let runner = TransferRunner(agent: agent, settings: settings, sink: sink, verbose: verbose)
         if self.connection.parallel == 1 {
             for url in jobs {
                 report.add(await runner.run(url: url))

@@ -59,12 +59,14 @@ struct ReconnectOptions: ParsableArguments {
         configuration: Agent.Configuration,
         settings: TransferSettings,
         sink: OutputSink?,
-        report: inout RunReport
+        report: inout RunReport,
+        verbose: Bool
     ) async -> Int32? {
         var configuration = configuration
         configuration.keepAlive = false
-        let agent = Agent(configuration: configuration)
-        let runner = TransferRunner(agent: agent, settings: settings, sink: sink)
+        let verbose = verbose ? Verbose(configuration: configuration) : nil
+        let agent = Agent(configuration: configuration, observers: verbose?.observers ?? [])
+        let runner = TransferRunner(agent: agent, settings: settings, sink: sink, verbose: verbose)
         for _ in 0..<(self.count ?? 0) {
             let result = await runner.run(url: url)
             if result.exitCode == 0, let connection = result.connection {

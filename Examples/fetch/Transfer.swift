@@ -40,6 +40,8 @@ struct TransferRunner: Sendable {
     let settings: TransferSettings
     /// Where bodies go; nil with -O, where each transfer opens its own file.
     let sink: OutputSink?
+    /// -v: prints each request's head, response head and end.
+    var verbose: Verbose? = nil
 
     /// Runs one transfer to the end, within -m if given. Never throws: failures are in the result.
     func run(url: String) async -> TransferResult {
@@ -87,13 +89,20 @@ struct TransferRunner: Sendable {
                 url: url,
                 headerFields: self.settings.headerFields
             )
-            let response = try await self.agent.execute(request, body: self.settings.body.map { .bytes($0) })
+            let shown = self.verbose?.request(request, bodyLength: self.settings.body?.readableBytes)
+            let response = try await self.agent.execute(
+                request,
+                body: self.settings.body.map { .bytes($0) },
+                observer: shown
+            )
+            shown?.received(response)
             result.status = response.status
             result.connection = response.connection
             result.transfer.timing = response.timing
             if self.settings.failOnHTTPError && response.status.code >= 400 {
                 // Read the body to its end so the connection stays usable, but write none of it.
                 for try await _ in response.body {}
+                shown?.finished(response)
                 result.transfer.timing = response.timing
                 result.transfer.exitCode = 22
                 result.transfer.errorMessage =
@@ -116,6 +125,7 @@ struct TransferRunner: Sendable {
                     try sink.write(chunk)
                 }
             }
+            shown?.finished(response)
             if buffered.readableBytes > 0 {
                 try sink.write(buffered)
             }

@@ -176,7 +176,22 @@ struct Fetch: AsyncParsableCommand {
         let verbose =
             self.display.verbose ? Verbose(configuration: configuration, tagged: self.connection.parallel > 1) : nil
         let agent = Agent(configuration: configuration, observers: verbose?.observers ?? [])
-        let runner = TransferRunner(agent: agent, settings: settings, sink: sink, verbose: verbose)
+        // A progress bar on a terminal, for one transfer at a time only.
+        let progress =
+            self.connection.parallel > 1
+            ? nil
+            : ProgressBar.forStandardError(
+                silent: self.silent,
+                verbose: self.display.verbose,
+                bodyToTerminal: self.output == nil && !self.remoteName && Terminal.isTTY(STDOUT_FILENO)
+            )
+        let runner = TransferRunner(
+            agent: agent,
+            settings: settings,
+            sink: sink,
+            verbose: verbose,
+            progress: progress
+        )
         if self.connection.parallel == 1 {
             for url in jobs {
                 report.add(await runner.run(url: url))

@@ -42,6 +42,8 @@ struct TransferRunner: Sendable {
     let sink: OutputSink?
     /// -v: prints each request's head, response head and end.
     var verbose: Verbose? = nil
+    /// A progress bar on standard error, when it is a terminal and transfers run one at a time.
+    var progress: ProgressBar? = nil
 
     /// Runs one transfer to the end, within -m if given. Never throws: failures are in the result.
     func run(url: String) async -> TransferResult {
@@ -116,7 +118,11 @@ struct TransferRunner: Sendable {
                 let head = Self.headText(response.head)
                 if self.settings.bufferBodies { buffered.writeString(head) } else { try sink.write(head) }
             }
+            self.progress?.start(contentLength: response.body.expectedLength)
+            // Ends the bar's line before any error message, too.
+            defer { self.progress?.finish() }
             for try await chunk in response.body {
+                self.progress?.advance(by: chunk.readableBytes)
                 result.transfer.sizeDownload += chunk.readableBytes
                 if self.settings.bufferBodies {
                     var chunk = chunk

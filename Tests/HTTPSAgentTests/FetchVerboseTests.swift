@@ -8,8 +8,12 @@ import Testing
 
 @testable import fetch
 
-/// `fetch -v`, run as a subprocess against local TLS servers.
-@Suite("fetch -v")
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `fetch -v` and the progress bar, run as a subprocess against local TLS servers.
+@Suite("fetch -v and the progress bar")
 struct FetchVerboseTests {
     let environment: TestEnvironment
 
@@ -176,5 +180,133 @@ struct FetchVerboseTests {
             ],
             "\(lines)"
         )
+    }
+
+    // MARK: - Progress bar
+
+    @Test func noProgressBarIntoAPipe() async throws {
+        let server = try await environment.tlsServer()
+        let files = try environment.certificates.writeFiles()
+        defer { files.remove() }
+        let result = try await FetchCLITests.fetch(
+            ["-o", "/dev/null", "--cacert", files.caPath, server.url("/slow/2000000/500")]
+        )
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(!result.standardError.contains("\r"))
+        #expect(result.standardError.isEmpty)
+        #expect(server.stats.requests == 1)
+        try await server.shutdown()
+    }
+
+    @Test func progressBarOnATerminal() async throws {
+        let server = try await environment.tlsServer()
+        let files = try environment.certificates.writeFiles()
+        defer { files.remove() }
+        let result = try await Self.fetchOnTerminal(
+            ["-o", "/dev/null", "--cacert", files.caPath, server.url("/slow/2000000/500")]
+        )
+        #expect(result.status == 0, "\(result.standardError)")
+        let error = result.standardError
+        // Drawn in place, at least at the start and the end, and the line ended.
+        #expect(error.hasPrefix("\r"), "\(error.debugDescription)")
+        #expect(error.count { $0 == "\r" } >= 2)
+        #expect(error.hasSuffix("\n") && error.count { $0 == "\n" } == 1)
+        let last = try #require(error.split(separator: "\r").last)
+        #expect(last.hasPrefix("100% [####################] 1.9 MiB / 1.9 MiB "), "\(last.debugDescription)")
+        #expect(last.contains("/s  in "))
+        #expect(error.contains("  0% [--------------------] 0 B / 1.9 MiB"))
+        #expect(server.stats.requests == 1)
+        try await server.shutdown()
+    }
+
+    @Test(arguments: ["-s", "-v"])
+    func noProgressBarOnATerminalWith(_ flag: String) async throws {
+        let server = try await environment.tlsServer()
+        let files = try environment.certificates.writeFiles()
+        defer { files.remove() }
+        let result = try await Self.fetchOnTerminal(
+            [flag, "-o", "/dev/null", "--cacert", files.caPath, server.url("/slow/200000/200")]
+        )
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(!result.standardError.contains("\r"), "\(result.standardError.debugDescription)")
+        #expect(!result.standardError.contains("%"))
+        #expect(result.standardError.isEmpty == (flag == "-s"))
+        #expect(server.stats.requests == 1)
+        try await server.shutdown()
+    }
+
+    // MARK: - Helpers
+
+    /// Runs `fetch` with standard error on a pseudo-terminal (in raw mode, so that the bytes arrive as
+    /// written) and standard output on a pipe.
+    static func fetchOnTerminal(_ arguments: [String]) async throws -> FetchCLITests.Result {
+        var primary: Int32 = -1
+        var secondary: Int32 = -1
+        var mode = termios()
+        cfmakeraw(&mode)
+        try #require(
+            openpty(&primary, &secondary, nil, &mode, nil) == 0,
+            "openpty: \(String(cString: strerror(errno)))"
+        )
+        defer { close(primary) }
+        // Close-on-exec, so that no other test's subprocess inherits a side and holds the terminal open.
+        _ = fcntl(primary, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(secondary, F_SETFD, FD_CLOEXEC)
+
+        let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let process = Process()
+        process.executableURL = directory.appendingPathComponent("fetch")
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle(fileDescriptor: secondary, closeOnDealloc: false)
+        do {
+            try process.run()
+        } catch {
+            close(secondary)
+            throw error
+        }
+        // The child has its copy; once it exits, reading the primary side fails with EIO.
+        close(secondary)
+        async let outData = Self.readAll(output.fileHandleForReading)
+        async let errData = Self.readTerminal(primary)
+        let (out, err) = await (outData, errData)
+        while process.isRunning {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        return FetchCLITests.Result(
+            status: process.terminationStatus,
+            standardOutput: String(decoding: out, as: UTF8.self),
+            standardError: String(decoding: err, as: UTF8.self)
+        )
+    }
+
+    private static func readAll(_ handle: FileHandle) async -> Data {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(returning: handle.readDataToEndOfFile())
+            }
+        }
+    }
+
+    /// Reads the terminal's primary side until every copy of the secondary side is closed.
+    private static func readTerminal(_ descriptor: Int32) async -> [UInt8] {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                var bytes: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while true {
+                    let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                    if count > 0 {
+                        bytes += buffer[..<count]
+                    } else if count < 0 && errno == EINTR {
+                        continue
+                    } else {
+                        break  // EIO: the child and every copy of its terminal are gone
+                    }
+                }
+                continuation.resume(returning: bytes)
+            }
+        }
     }
 }

@@ -137,6 +137,8 @@ struct Fetch: AsyncParsableCommand {
         let sessionFile = self.tls.apply(to: &configuration)  // TLS flags; loads --session-file
         defer { sessionFile.save() }  // at every exit, failed transfers too
         self.connection.apply(to: &configuration)
+        // curl decodes only with --compressed; the library's default is to ask and decode.
+        configuration.decompression = self.request.compressed ? .enabled : .disabled
         let settings = TransferSettings(
             method: self.request.requestMethod,
             headerFields: try self.request.headerFields(hasBody: body != nil),

@@ -19,9 +19,9 @@ final class OutputSink: Sendable {
     /// What the sink writes to, for messages: a path or "standard output".
     let name: String
 
-    /// Opens `path` for writing (created or truncated), or standard output when `path` is nil.
+    /// Opens `path` for writing (created or truncated), or standard output when `path` is nil or "-".
     init(path: String?) throws(WriteError) {
-        if let path {
+        if let path, path != "-" {
             let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             guard descriptor >= 0 else {
                 throw WriteError(description: "cannot write \(path): \(String(cString: strerror(errno)))")

@@ -50,6 +50,17 @@ struct RequestOptions: ParsableArguments {
     @Flag(name: [.customShort("I"), .customLong("head")], help: "Send HEAD and print the response head only.")
     var headOnly = false
 
+    @Flag(
+        help: ArgumentHelp(
+            "Ask for a gzip or deflate response and decode it.",
+            discussion: """
+                Without it, as in curl, no Accept-Encoding is sent and a body is written as the server sent \
+                it. With it, size_download counts the decoded bytes.
+                """
+        )
+    )
+    var compressed = false
+
     /// The value fetch sends as `User-Agent` unless told otherwise.
     static let userAgent = "swift-https-agent-fetch/0.1"
 

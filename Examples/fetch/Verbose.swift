@@ -151,6 +151,8 @@ final class Verbose: Sendable {
 
     fileprivate var tls: TLSConfiguration { self.configuration.tls }
     fileprivate var keepAlive: Bool { self.configuration.keepAlive }
+    /// Whether the Agent adds `Accept-Encoding` to requests that have none.
+    fileprivate var asksForCompression: Bool { self.configuration.decompression.isEnabled }
 }
 
 // MARK: - Connection events
@@ -336,6 +338,9 @@ final class VerboseRequest: AgentObserver {
         }
         if !keepAlive {
             lines.append("> Connection: close")
+        }
+        if self.log.asksForCompression && self.request.headerFields[.acceptEncoding] == nil {
+            lines.append("> Accept-Encoding: gzip, deflate")
         }
         let expectsBody = [.post, .put, .patch].contains(request.method)
         if let length = self.bodyLength, length > 0 || expectsBody {

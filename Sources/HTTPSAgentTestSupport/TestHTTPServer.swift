@@ -338,6 +338,8 @@ final class TestServerHandler: ChannelInboundHandler {
                 body: ByteBuffer(string: number >= 400 ? "status \(number)" : ""),
                 close: lastRequest
             )
+        case "gzip", "zlib", "rawdeflate", "gzip2", "bomb", "gzip-cut", "gzip-junk":
+            self.sendEncoded(route, count: number, request: request, context: context, close: lastRequest)
         case "headers":
             // The request line and header fields as received, one per line: for clients' header tests.
             var text = "\(request.method.rawValue) \(request.uri)\n"
@@ -364,6 +366,72 @@ final class TestServerHandler: ChannelInboundHandler {
     }
 
     // MARK: - Helpers
+
+    private static let zerosMember = Compressor.compress(
+        [UInt8](repeating: 0, count: 10_000_000),
+        format: .gzip,
+        level: 9
+    )
+
+    /// Compressed bodies: `/gzip/N`, `/zlib/N` and `/rawdeflate/N` send N payload bytes encoded (as
+    /// "gzip", "deflate" and "deflate"); `/gzip2/N` two gzip members of N bytes each; `/bomb/N` N gzip
+    /// members of 10 MB of zeros each (about 10 kB apiece); `/gzip-cut/N` a gzip stream missing its last
+    /// 10 bytes; `/gzip-junk/N` bytes that are not gzip at all. Sent chunked in 4 KiB pieces, so the
+    /// client decodes as they come (HEAD gets a Content-Length instead).
+    private func sendEncoded(
+        _ route: String,
+        count: Int,
+        request: HTTPRequestHead,
+        context: ChannelHandlerContext,
+        close: Bool
+    ) {
+        let plain = Array(Self.payload(count).readableBytesView)
+        var encoding = "gzip"
+        var body: [UInt8]
+        switch route {
+        case "zlib":
+            encoding = "deflate"
+            body = Compressor.compress(plain, format: .zlib)
+        case "rawdeflate":
+            encoding = "deflate"
+            body = Compressor.compress(plain, format: .rawDeflate)
+        case "gzip2":
+            body = Compressor.compress(plain, format: .gzip) + Compressor.compress(plain, format: .gzip)
+        case "bomb":
+            // N gzip members of 10 MB of zeros each, about 10 kB apiece.
+            // Appended member by member: a per-byte join is slow in debug builds and this runs on the
+            // event loop every test server shares.
+            body = []
+            body.reserveCapacity(Self.zerosMember.count * count)
+            for _ in 0..<count { body.append(contentsOf: Self.zerosMember) }
+        case "gzip-cut":
+            body = Array(Compressor.compress(plain, format: .gzip).dropLast(10))
+        case "gzip-junk":
+            body = Array("this is not gzip at all, just text".utf8)
+        default:
+            body = Compressor.compress(plain, format: .gzip)
+        }
+        var head = self.head(.ok, close: close)
+        head.headers.add(name: "Content-Encoding", value: encoding)
+        if self.respondingToHead {
+            head.headers.add(name: "Content-Length", value: String(body.count))
+        } else {
+            head.headers.add(name: "Transfer-Encoding", value: "chunked")
+        }
+        if let accepted = request.headers.first(name: "accept-encoding") {
+            head.headers.add(name: "X-Request-Accept-Encoding", value: accepted)
+        }
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        if !self.respondingToHead {
+            var offset = 0
+            while offset < body.count {
+                let piece = body[offset..<min(offset + 4096, body.count)]
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: piece)))), promise: nil)
+                offset += piece.count
+            }
+        }
+        self.finish(context, close: close)
+    }
 
     private func head(_ status: HTTPResponseStatus, close: Bool) -> HTTPResponseHead {
         var head = HTTPResponseHead(version: .http1_1, status: status)

@@ -87,6 +87,20 @@ struct FetchRequestTests {
         try await server.shutdown()
     }
 
+    @Test func compressedAsksForGzipAndDecodesIt() async throws {
+        let server = try await environment.tlsServer()
+        let decoded = try await self.fetch(["--compressed", "-v", "-w", "%{size_download}", server.url("/gzip/3000")])
+        #expect(decoded.status == 0, "\(decoded.standardError)")
+        #expect(decoded.standardOutput == String(Self.payload(3000).map { Character(UnicodeScalar($0)) }) + "3000")
+        #expect(decoded.standardError.contains("> Accept-Encoding: gzip, deflate"))
+        // Without --compressed, as in curl: nothing asked for, the bytes as sent.
+        let raw = try await self.fetch(["-o", "-", "-i", server.url("/gzip/3000")])  // "-": standard output
+        #expect(raw.status == 0)
+        #expect(!raw.standardOutput.contains("X-Request-Accept-Encoding"))
+        #expect(raw.standardOutput.contains("Content-Encoding: gzip"))
+        try await server.shutdown()
+    }
+
     // MARK: - What is written
 
     @Test func failFlagExits22WithoutTheBody() async throws {

@@ -118,7 +118,7 @@ struct FetchVerboseTests {
     /// that head is printed, even when the tasks print the heads in the other order.
     @Test func verboseKeepsTheOrderOfInterleavedRequests() throws {
         let written = NIOLockedValueBox("")
-        let verbose = Verbose(configuration: .init(), tagged: true) { text in
+        let verbose = Verbose(configuration: .init(decompression: .disabled), tagged: true) { text in
             written.withLockedValue { $0 += text }
         }
         let connections = try #require(verbose.observers.first)

@@ -39,6 +39,9 @@ extension Agent {
         /// Where TLS sessions are kept so that new connections resume them; `nil` disables resumption.
         /// Default: a new cache of 100 keys for this Agent. Pass one cache to several Agents to share it.
         public var sessionCache: TLSSessionCache?
+        /// Whether to ask for gzip/deflate responses and decode them, and the limits on decoding.
+        /// Default: ``Decompression/enabled`` (a ratio limit of 100 beyond the first MiB).
+        public var decompression: Decompression
 
         /// Creates a configuration; every parameter has a default.
         public init(
@@ -52,7 +55,8 @@ extension Agent {
             connectTimeout: Duration = .seconds(10),
             tlsHandshakeTimeout: Duration = .seconds(10),
             tls: TLSConfiguration = TLSConfiguration(),
-            sessionCache: TLSSessionCache? = TLSSessionCache()
+            sessionCache: TLSSessionCache? = TLSSessionCache(),
+            decompression: Decompression = .enabled
         ) {
             self.maxSocketsPerHost = maxSocketsPerHost
             self.maxFreeSocketsPerHost = maxFreeSocketsPerHost
@@ -65,6 +69,7 @@ extension Agent {
             self.tlsHandshakeTimeout = tlsHandshakeTimeout
             self.tls = tls
             self.sessionCache = sessionCache
+            self.decompression = decompression
         }
 
         var poolLimits: PoolLimits {

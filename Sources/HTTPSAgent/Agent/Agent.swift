@@ -82,7 +82,12 @@ public final class Agent: Sendable {
         observer: (any AgentObserver)? = nil
     ) async throws -> AgentResponse {
         let start = NIODeadline.now()
-        let prepared = try PreparedRequest(request, body: body, agentKeepAlive: self.configuration.keepAlive)
+        let prepared = try PreparedRequest(
+            request,
+            body: body,
+            agentKeepAlive: self.configuration.keepAlive,
+            decompression: self.configuration.decompression
+        )
         let target = prepared.target
         let id = Self.requestIDs.withLockedValue { id in
             id += 1
@@ -150,7 +155,7 @@ public final class Agent: Sendable {
             tracker.acquired(lease.connection, reused: lease.reused, info: info, now: .now())
             do {
                 let received = try await lease.connection.execute(prepared, id: lease.requestID, tracker: tracker)
-                return AgentResponse(received, connection: info, tracker: tracker)
+                return AgentResponse(received, connection: info, tracker: tracker, decoding: prepared.decoding)
             } catch var error as AgentError where lease.reused && error.code == .connectionClosed {
                 if prepared.isSafeToResend(after: error) && attempts <= self.configuration.maxSocketsPerHost {
                     tracker.retrying()
@@ -209,7 +214,7 @@ extension ConnectionInfo {
 }
 
 extension AgentResponse {
-    init(_ received: ReceivedHead, connection: ConnectionInfo, tracker: RequestTracker) {
+    init(_ received: ReceivedHead, connection: ConnectionInfo, tracker: RequestTracker, decoding: Decompression?) {
         let head = received.head
         var fields = HTTPFields()
         fields.reserveCapacity(head.headers.count)
@@ -219,11 +224,27 @@ extension AgentResponse {
             }
         }
         let status = HTTPResponse.Status(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase)
+        var inflation: ResponseBody.Inflation?
+        var decodedEncoding: String?
+        // Decode only what this Agent asked for, and only a body that can have bytes (not HEAD, 204, 304).
+        if let decoding, received.bodyLength != 0, let encoding = fields[.contentEncoding],
+            let format = Decompression.format(contentEncoding: encoding)
+        {
+            inflation = ResponseBody.Inflation(format: format, limits: decoding)
+            fields[.contentEncoding] = nil
+            fields[.contentLength] = nil
+            decodedEncoding = format == .gzip ? "gzip" : "deflate"
+        }
         self.init(
             head: HTTPResponse(status: status, headerFields: fields),
-            body: ResponseBody(stream: received.body, expectedLength: received.bodyLength),
+            body: ResponseBody(
+                stream: received.body,
+                expectedLength: inflation == nil ? received.bodyLength : nil,
+                inflation: inflation
+            ),
             connection: connection,
             timingSource: .live(tracker)
         )
+        self.decodedContentEncoding = decodedEncoding
     }
 }

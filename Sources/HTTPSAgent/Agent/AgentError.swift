@@ -31,6 +31,8 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
             case requestBodyLengthMismatch
             case responseBodyTooLarge
             case bodyAlreadyConsumed
+            case decompressionFailed
+            case decompressionLimitExceeded
             case poolWaitTimeout
             case cancelled
             case shutdown
@@ -73,6 +75,10 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let responseBodyTooLarge = Code(.responseBodyTooLarge)
         /// A response body was iterated a second time.
         public static let bodyAlreadyConsumed = Code(.bodyAlreadyConsumed)
+        /// A compressed body could not be decoded: corrupt data, or a stream that ends early.
+        public static let decompressionFailed = Code(.decompressionFailed)
+        /// A compressed body decoded to more than ``Decompression`` allows (a decompression bomb?).
+        public static let decompressionLimitExceeded = Code(.decompressionLimitExceeded)
         /// The request waited longer than ``Agent/Configuration/poolWaitTimeout`` for a connection.
         public static let poolWaitTimeout = Code(.poolWaitTimeout)
         /// The task running the request was cancelled.

@@ -9,6 +9,9 @@ public struct AgentResponse: Sendable {
     public var body: ResponseBody
     /// The connection that carried the request.
     public var connection: ConnectionInfo
+    /// The `Content-Encoding` the Agent removed while decoding the body ("gzip" or "deflate"), or `nil`
+    /// when the body is delivered as the server sent it. See ``Decompression``.
+    public var decodedContentEncoding: String?
 
     enum TimingSource: Sendable {
         case fixed(RequestTiming)

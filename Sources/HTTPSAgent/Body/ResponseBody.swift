@@ -29,13 +29,21 @@ public struct ResponseBody: AsyncSequence, Sendable {
         deinit { self.stream.consumerGone() }
     }
 
+    /// How to decode a compressed body as it is read.
+    struct Inflation: Sendable {
+        var format: Inflater.Format
+        var limits: Decompression
+    }
+
     let handle: Handle
-    /// The declared `Content-Length`, if any.
+    let inflation: Inflation?
+    /// The declared `Content-Length`, if any; `nil` for a body the Agent decodes.
     public let expectedLength: Int?
 
-    init(stream: ResponseBodyStream, expectedLength: Int?) {
+    init(stream: ResponseBodyStream, expectedLength: Int?, inflation: Inflation? = nil) {
         self.handle = Handle(stream)
         self.expectedLength = expectedLength
+        self.inflation = inflation
     }
 
     /// A body that yields `bytes` and ends, e.g. to stand in for the Agent in a test.
@@ -52,6 +60,7 @@ public struct ResponseBody: AsyncSequence, Sendable {
     public struct AsyncIterator: AsyncIteratorProtocol {
         let handle: Handle
         let claimed: Bool
+        let inflater: Inflater?
 
         /// The next buffer, or `nil` after the last.
         ///
@@ -70,13 +79,53 @@ public struct ResponseBody: AsyncSequence, Sendable {
                 error.timing = self.handle.stream.tracker?.timing
                 throw error
             }
-            return try await self.handle.stream.next()
+            guard let inflater else {
+                return try await self.handle.stream.next()
+            }
+            do {
+                while true {
+                    if inflater.needsInput {
+                        guard let encoded = try await self.handle.stream.next() else { break }
+                        inflater.feed(encoded)
+                    }
+                    let decoded = try inflater.produce(upTo: Self.largestDecodedPiece)
+                    self.handle.stream.tracker?.decoded(bytes: inflater.decodedBytes)
+                    if decoded.readableBytes > 0 { return decoded }
+                }
+                try inflater.finish()
+                return nil
+            } catch let failure as Inflater.Failure {
+                self.handle.stream.tracker?.decoded(bytes: inflater.decodedBytes)
+                throw self.fail(failure)
+            }
+        }
+
+        /// The most decoded bytes one `next()` returns: a few encoded bytes can decode to megabytes.
+        private static let largestDecodedPiece = 64 * 1024
+
+        private func fail(_ failure: Inflater.Failure) -> AgentError {
+            let context = self.handle.stream.errorContext
+            let error = AgentError(
+                code: failure.kind == .limitExceeded ? .decompressionLimitExceeded : .decompressionFailed,
+                phase: .responseBody,
+                host: context.host,
+                port: context.port,
+                message: failure.message
+            )
+            // The rest of the body will not be read: its connection cannot carry another request.
+            self.handle.stream.consumerGone()
+            return self.handle.stream.tracker?.fail(error) ?? error
         }
     }
 
     /// The iterator of the body's one iteration; a second one throws ``AgentError/Code/bodyAlreadyConsumed``.
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(handle: self.handle, claimed: self.handle.stream.claimIteration())
+        let claimed = self.handle.stream.claimIteration()
+        return AsyncIterator(
+            handle: self.handle,
+            claimed: claimed,
+            inflater: claimed ? self.inflation.map { Inflater(format: $0.format, limits: $0.limits) } : nil
+        )
     }
 
     /// Reads the whole body into one buffer.

@@ -12,12 +12,21 @@ struct PreparedRequest: Sendable {
     /// Whether sending the request twice has the same effect as sending it once (RFC 9110 §9.2.2),
     /// by its method or an `Idempotency-Key` header.
     var isIdempotent: Bool
+    /// The decoding limits when the Agent asked for a compressed response (the caller did not set
+    /// `Accept-Encoding` and decompression is on); `nil` when the body is delivered as received.
+    var decoding: Decompression?
 
     /// - Parameters:
     ///   - request: the caller's request.
     ///   - body: its body, if any.
     ///   - agentKeepAlive: the Agent's keep-alive setting; `false` sends `Connection: close`.
-    init(_ request: HTTPRequest, body: RequestBody?, agentKeepAlive: Bool) throws(AgentError) {
+    ///   - decompression: the Agent's decompression setting.
+    init(
+        _ request: HTTPRequest,
+        body: RequestBody?,
+        agentKeepAlive: Bool,
+        decompression: Decompression = .disabled
+    ) throws(AgentError) {
         let target = try RequestTarget(request)
         if request.method == .connect {
             throw AgentError(
@@ -62,6 +71,12 @@ struct PreparedRequest: Sendable {
         }
         if !agentKeepAlive {
             headers.add(name: "Connection", value: "close")
+        }
+        if decompression.isEnabled && request.headerFields[.acceptEncoding] == nil {
+            headers.add(name: "Accept-Encoding", value: Decompression.acceptEncoding)
+            self.decoding = decompression
+        } else {
+            self.decoding = nil
         }
 
         var body = body

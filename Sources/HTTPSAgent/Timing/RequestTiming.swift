@@ -94,8 +94,13 @@ public struct RequestTiming: Sendable, Hashable {
     public var wireBytesReceived: Int
     /// Bytes of request body sent, as the caller gave them.
     public var bodyBytesSent: Int
-    /// Bytes of response body delivered, after removing the chunked framing.
+    /// Bytes of response body received, after removing the chunked framing and before any decoding:
+    /// for a compressed body, its compressed size.
     public var bodyBytesReceived: Int
+    /// For a body the Agent decodes (see ``Decompression``): the decoded bytes delivered so far to
+    /// the body's reader; `nil` for a body delivered as received. Decoding happens as the body is read,
+    /// so this is final once the reader has reached the body's end, which can be after ``end``.
+    public var decodedBodyBytes: Int?
 
     /// Creates a record, e.g. to stand in for the Agent in a test. Every milestone starts `nil`.
     public init(startedAt: NIODeadline) {

@@ -181,6 +181,11 @@ final class RequestTracker: Sendable {
         }
     }
 
+    /// The body's reader decoded `bytes` bytes so far. Recorded after the end of the exchange too.
+    func decoded(bytes: Int) {
+        self.state.withLockedValue { $0.timing.decodedBodyBytes = bytes }
+    }
+
     /// The body's last byte arrived.
     func finished(bodyBytes: Int, now: NIODeadline) {
         let timing: RequestTiming? = self.state.withLockedValue { state in

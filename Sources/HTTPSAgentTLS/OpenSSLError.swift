@@ -10,6 +10,13 @@ package struct OpenSSLErrorEntry: Sendable, Hashable, CustomStringConvertible {
     package var line: String
 
     package var description: String { self.line }
+
+    /// The number of the TLS alert the peer sent, if this entry records one (e.g. 116,
+    /// `certificate_required`); `nil` for an error found on this side.
+    package var receivedAlert: Int? {
+        let alert = cshim_ERR_received_alert(self.code)
+        return alert < 0 ? nil : Int(alert)
+    }
 }
 
 /// Drains OpenSSL's error queue into Swift values.

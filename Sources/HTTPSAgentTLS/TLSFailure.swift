@@ -11,6 +11,10 @@ package struct TLSFailure: Error, Sendable, Hashable, CustomStringConvertible {
         case uncleanShutdown
         /// A fatal error after the handshake (bad record, peer alert).
         case protocolError
+        /// The peer sent a fatal alert after the handshake completed on this side but before any
+        /// application data arrived: how a TLS 1.3 server refuses the client's certificate, or its
+        /// absence ("tlsv13 alert certificate required"), since it checks it after the client's Finished.
+        case rejectedAfterHandshake
     }
 
     package var kind: Kind

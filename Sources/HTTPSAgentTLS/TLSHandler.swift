@@ -12,7 +12,8 @@ package struct TLSHandshakeCompletedEvent: Sendable {
 /// handshake is done, sends `close_notify` when the channel is closed, and reports a transport close
 /// without the peer's `close_notify` as ``TLSFailure/Kind-swift.enum/uncleanShutdown``, fired as an
 /// error before `channelInactive`, so that a body framed by the end of the connection can be told
-/// from one cut short.
+/// from one cut short. A fatal alert from the peer before any application data is reported as
+/// ``TLSFailure/Kind-swift.enum/rejectedAfterHandshake`` and kept in ``fatalFailure``.
 package final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     package typealias InboundIn = ByteBuffer
     package typealias InboundOut = ByteBuffer
@@ -46,6 +47,15 @@ package final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Promises of plaintext already encrypted, completed when its ciphertext is written out.
     private var unflushedPromises: [EventLoopPromise<Void>] = []
     private var receivedCloseNotify = false
+    /// Whether any plaintext came from the peer; a fatal alert before it is a rejected handshake.
+    private var receivedApplicationData = false
+
+    /// The error that ended the connection after the handshake (a fatal alert, a bad record), if one did.
+    ///
+    /// It is also fired down the pipeline, but a connector that has not added its handlers yet would
+    /// miss it, and once the channel closes the handler is out of the pipeline: keep a reference to the
+    /// handler and read this on the event loop.
+    package private(set) var fatalFailure: TLSFailure?
 
     /// - Parameters:
     ///   - connection: the OpenSSL connection this handler drives; owned by the handler from now on.
@@ -143,6 +153,7 @@ package final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         while case .active = self.state {
             switch self.connection.read(allocator: context.channel.allocator) {
             case .data(let plaintext):
+                self.receivedApplicationData = true
                 context.fireChannelRead(self.wrapInboundOut(plaintext))
             case .wantRead:
                 // Reading can produce output (e.g. a KeyUpdate reply); send it along.
@@ -152,8 +163,14 @@ package final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 self.receivedCloseNotify = true
                 self.closeGracefully(context: context, promise: nil)
                 return
-            case .failed(let failure):
+            case .failed(var failure):
+                // In TLS 1.3 the server checks the client's certificate after the client's handshake is
+                // done, so a refusal arrives here: tell it from a failure in mid-conversation.
+                if !self.receivedApplicationData && failure.openSSLErrors.contains(where: { $0.receivedAlert != nil }) {
+                    failure.kind = .rejectedAfterHandshake
+                }
                 self.state = .closed
+                self.fatalFailure = self.fatalFailure ?? failure
                 self.writeOutput(context: context, promises: [])
                 context.fireErrorCaught(failure)
                 context.close(promise: nil)
@@ -245,6 +262,7 @@ package final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .failed(let failure):
             promise?.fail(failure)
             self.state = .closed
+            self.fatalFailure = self.fatalFailure ?? failure
             context.fireErrorCaught(failure)
             context.close(promise: nil)
         }

@@ -170,6 +170,53 @@ struct TLSHandlerTests {
         #expect(throws: TLSFailure.self) { try BackToBack.result(withoutCertificate.serverHandshake)?.get() }
     }
 
+    @Test func aTLS13RefusalAfterTheClientsFinishedIsARejectedHandshake() throws {
+        let pair = try BackToBack(
+            client: pki.clientOptions(),
+            server: pki.serverOptions(clientTrustRoots: pki.trustRoots),
+            host: "localhost"
+        )
+        try pair.connect()
+        // The client's side of the handshake completed; the server's refusal came after it.
+        #expect(try BackToBack.result(pair.clientHandshake)?.get().protocolVersion == "TLSv1.3")
+        let failure = try #require(pair.clientHandler.fatalFailure, "\(pair.caughtErrors)")
+        #expect(failure.kind == .rejectedAfterHandshake)
+        #expect(failure.reason == "tlsv13 alert certificate required")
+        #expect(failure.openSSLErrors.last?.receivedAlert == 116)
+        // Fired down the pipeline too, for handlers already there.
+        #expect(pair.caughtErrors.contains { ($0 as? TLSFailure) == failure })
+        #expect(!pair.client.isActive)
+    }
+
+    @Test func aFatalAlertAfterApplicationDataIsAProtocolError() throws {
+        let pair = try BackToBack(client: pki.clientOptions(), server: pki.serverOptions(), host: "localhost")
+        try pair.connect()
+        try pair.server.writeAndFlush(ByteBuffer(string: "hello")).wait()
+        try pair.pump()
+        #expect(try BackToBack.received(pair.client) == "hello")
+        // A record the server cannot decrypt makes it end the connection with a fatal alert.
+        #expect(throws: TLSFailure.self) { try pair.server.writeInbound(Self.undecryptableRecord) }
+        try pair.pump()
+        let failure = try #require(pair.clientHandler.fatalFailure, "\(pair.caughtErrors)")
+        #expect(failure.kind == .protocolError)
+        #expect(failure.openSSLErrors.contains { $0.receivedAlert != nil }, "\(failure.openSSLErrors)")
+    }
+
+    @Test func aBadRecordBeforeApplicationDataIsNoRejection() throws {
+        let pair = try BackToBack(client: pki.clientOptions(), server: pki.serverOptions(), host: "localhost")
+        try pair.connect()
+        // Found on this side, not refused by the peer: no alert was received.
+        #expect(throws: TLSFailure.self) { try pair.client.writeInbound(Self.undecryptableRecord) }
+        let failure = try #require(pair.clientHandler.fatalFailure)
+        #expect(failure.kind == .protocolError)
+        #expect(failure.openSSLErrors.allSatisfy { $0.receivedAlert == nil }, "\(failure.openSSLErrors)")
+    }
+
+    /// A TLS 1.3 application-data record whose contents cannot decrypt.
+    static var undecryptableRecord: ByteBuffer {
+        ByteBuffer(bytes: [0x17, 0x03, 0x03, 0x00, 0x20] + [UInt8](repeating: 0, count: 32))
+    }
+
     @Test func closeSendsCloseNotifySoThePeerSeesACleanShutdown() throws {
         let pair = try BackToBack(client: pki.clientOptions(), server: pki.serverOptions(), host: "localhost")
         try pair.connect()

@@ -71,4 +71,13 @@ static inline int cshim_SSL_TLSEXT_ERR_OK(void) { return SSL_TLSEXT_ERR_OK; }
 static inline int cshim_SSL_TLSEXT_ERR_ALERT_FATAL(void) { return SSL_TLSEXT_ERR_ALERT_FATAL; }
 static inline int cshim_SSL_TLSEXT_ERR_NOACK(void) { return SSL_TLSEXT_ERR_NOACK; }
 
+/// The number of the TLS alert the peer sent, if the packed error `code` records one, else -1.
+/// OpenSSL reports a received alert as an SSL reason `SSL_AD_REASON_OFFSET` + the alert's number.
+static inline int cshim_ERR_received_alert(unsigned long code) {
+    if (ERR_GET_LIB(code) != ERR_LIB_SSL) return -1;
+    int reason = ERR_GET_REASON(code);
+    if (reason < SSL_AD_REASON_OFFSET || reason > SSL_AD_REASON_OFFSET + 255) return -1;
+    return reason - SSL_AD_REASON_OFFSET;
+}
+
 #endif

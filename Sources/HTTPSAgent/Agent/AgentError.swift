@@ -53,6 +53,14 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The TLS configuration could not be loaded (unreadable trust roots, a key that does not match).
         public static let tlsConfigurationInvalid = Code(.tlsConfigurationInvalid)
         /// The TLS handshake failed for a reason other than the server's certificate.
+        ///
+        /// This includes a TLS 1.3 server refusing the client's certificate, or its absence, with an alert
+        /// such as "tlsv13 alert certificate required" (in ``AgentError/tlsReason``). Such a server checks
+        /// the certificate after the client's side of the handshake is done, so its alert can arrive after
+        /// the connection was handed to the request, even after the request was written; it is reported
+        /// the same way whenever it arrives, in the ``AgentError/Phase/tlsHandshake`` phase, with
+        /// ``AgentError/requestMayHaveBeenSent`` `false` (the server reads no request before the handshake
+        /// succeeds).
         public static let tlsHandshakeFailed = Code(.tlsHandshakeFailed)
         /// The TLS handshake did not complete within ``Agent/Configuration/tlsHandshakeTimeout``.
         public static let tlsHandshakeTimeout = Code(.tlsHandshakeTimeout)

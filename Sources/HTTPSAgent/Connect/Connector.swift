@@ -14,14 +14,19 @@ struct Connector: Sendable {
     let tlsHandshakeTimeout: TimeAmount
     /// Where TLS sessions are found and kept; `nil` disables resumption.
     let sessionCache: TLSSessionCache?
+    /// Run between the TLS handshake and adding the HTTP handlers, to let tests hold a connection in
+    /// that gap.
+    var _testBeforeInstallingHTTP: (@Sendable (any Channel) async -> Void)? = nil
 
     /// Opens connection `id` to `origin`.
     ///
     /// `established` is called on the connection's event loop, in the same tick the HTTP handler joins
     /// the pipeline, so the pool learns of the connection before any close of it can be reported.
     ///
-    /// - Throws: ``AgentError`` for DNS, connect and TLS failures, and ``AgentError/Code/shutdown`` when
-    ///   cancelled. Errors carry the steps that completed (``AgentError/dialTimeline``).
+    /// - Throws: ``AgentError`` for DNS, connect and TLS failures, ``AgentError/Code/connectionClosed``
+    ///   when the connection closed after the handshake but before it was ready, and
+    ///   ``AgentError/Code/shutdown`` when cancelled. Errors carry the steps that completed
+    ///   (``AgentError/dialTimeline``).
     func connect(
         id: Int,
         origin: Origin,
@@ -43,17 +48,28 @@ struct Connector: Sendable {
             timeline.connectEnd = .now()
             do {
                 var tlsInfo: TLSInfo?
+                var tlsHandler: NIOLoopBound<TLSHandler>?
                 if let tls = origin.tls {
-                    let info = try await self.handshake(on: channel, origin: origin, configuration: tls, events: events)
+                    let (info, handler) = try await self.handshake(
+                        on: channel,
+                        origin: origin,
+                        configuration: tls,
+                        events: events
+                    )
                     timeline.tlsEnd = .now()
                     events.emit { $0.tlsFinished($1, tls: info) }
                     tlsInfo = info
+                    tlsHandler = handler
+                }
+                if let hook = self._testBeforeInstallingHTTP {
+                    await hook(channel)
                 }
                 try await self.installHTTP(
                     on: channel,
                     id: id,
                     origin: origin,
                     tls: tlsInfo,
+                    tlsHandler: tlsHandler,
                     timeline: timeline,
                     delegate: delegate,
                     events: events,
@@ -272,13 +288,17 @@ struct Connector: Sendable {
 
     // MARK: - TLS
 
+    /// Runs the TLS handshake on `channel`.
+    ///
+    /// - Returns: what the handshake negotiated, and the handler, which keeps the error that ends the
+    ///   connection from here on (``TLSHandler/fatalFailure``) for whoever learns of the close later.
     private func handshake(
         on channel: any Channel,
         origin: Origin,
         configuration: TLSConfiguration,
         events: ConnectionObservers
     ) async throws
-        -> TLSInfo
+        -> (TLSInfo, NIOLoopBound<TLSHandler>)
     {
         let context: SSLContextBox
         do throws(TLSSetupError) {
@@ -338,14 +358,13 @@ struct Connector: Sendable {
                 channel.close(promise: nil)
             }
             promise.futureResult.whenComplete { _ in timer.cancel() }
-            try channel.pipeline.syncOperations.addHandler(
-                TLSHandler(connection: connection, handshakePromise: promise)
-            )
-            return offered
+            let handler = TLSHandler(connection: connection, handshakePromise: promise)
+            try channel.pipeline.syncOperations.addHandler(handler)
+            return (offered, NIOLoopBound(handler, eventLoop: channel.eventLoop))
         }
         // If the handler never made it into the pipeline, nothing else will complete the promise.
         installed.cascadeFailure(to: promise)
-        let offeredSession = try await installed.get()
+        let (offeredSession, handler) = try await installed.get()
         events.emit { $0.tlsStarted($1, offeringSession: offeredSession) }
         // A handshake that offered a session and failed in any way (an alert, a reset, a timeout) drops
         // its key's sessions: one a server or middlebox chokes on must not be offered again and again.
@@ -358,14 +377,15 @@ struct Connector: Sendable {
             } onCancel: {
                 channel.close(promise: nil)
             }
-            return TLSInfo(
+            let negotiated = TLSInfo(
                 version: info.protocolVersion,
                 cipher: info.cipher,
                 alpn: info.alpn,
                 sessionResumed: info.sessionReused
             )
+            return (negotiated, handler)
         } catch let failure as TLSFailure {
-            throw Self.handshakeError(failure, origin: origin)
+            throw Self.handshakeError(failure, host: origin.host, port: origin.port)
         } catch let error as AgentError {
             throw error
         } catch {
@@ -391,15 +411,25 @@ struct Connector: Sendable {
         )
     }
 
-    static func handshakeError(_ failure: TLSFailure, origin: Origin) -> AgentError {
+    /// The error for a TLS failure that ended a handshake, ours or the server's.
+    ///
+    /// A TLS 1.3 server checks the client's certificate after the client's side of the handshake is
+    /// done, so its refusal (``TLSFailure/Kind-swift.enum/rejectedAfterHandshake``, e.g. "tlsv13 alert
+    /// certificate required") arrives while the connection is being set up, while it waits for its first
+    /// request or after that request was written, depending on timing. Each of those places reports it
+    /// through here, as ``AgentError/Code/tlsHandshakeFailed`` in the TLS handshake phase: what happened
+    /// is that the server refused the handshake (as a TLS 1.2 server refusing the same client would, and
+    /// as a code a caller can act on), not that the connection broke. The server cannot have acted on a
+    /// request written meanwhile: it aborted before reading any application data.
+    static func handshakeError(_ failure: TLSFailure, host: String, port: Int) -> AgentError {
         var error: AgentError
         switch failure.kind {
         case .certificateVerificationFailed:
             error = AgentError(
                 code: .certificateVerificationFailed,
                 phase: .tlsHandshake,
-                host: origin.host,
-                port: origin.port,
+                host: host,
+                port: port,
                 message: failure.description
             )
             error.verifyResult = failure.verifyResult
@@ -408,16 +438,24 @@ struct Connector: Sendable {
             error = AgentError(
                 code: .tlsHandshakeFailed,
                 phase: .tlsHandshake,
-                host: origin.host,
-                port: origin.port,
+                host: host,
+                port: port,
                 message: "the server closed the connection during the TLS handshake"
+            )
+        case .rejectedAfterHandshake:
+            error = AgentError(
+                code: .tlsHandshakeFailed,
+                phase: .tlsHandshake,
+                host: host,
+                port: port,
+                message: "the server rejected the handshake after our side completed it: \(failure.description)"
             )
         case .handshakeFailed, .protocolError, .uncleanShutdown:
             error = AgentError(
                 code: .tlsHandshakeFailed,
                 phase: .tlsHandshake,
-                host: origin.host,
-                port: origin.port,
+                host: host,
+                port: port,
                 message: failure.description
             )
         }
@@ -432,6 +470,7 @@ struct Connector: Sendable {
         id: Int,
         origin: Origin,
         tls: TLSInfo?,
+        tlsHandler: NIOLoopBound<TLSHandler>?,
         timeline: ConnectionTimeline,
         delegate: any HTTP1ConnectionDelegate,
         events: ConnectionObservers,
@@ -439,12 +478,12 @@ struct Connector: Sendable {
     ) async throws {
         try await channel.eventLoop.submit {
             guard channel.isActive else {
-                throw AgentError(
-                    code: .connectFailed,
-                    phase: .connect,
+                // Closed since the handshake, with nobody in the pipeline yet to hear why: the TLS handler
+                // kept the reason. Reported as a request that found its connection closed would report it.
+                throw HTTP1ClientHandler.notSentError(
                     host: origin.host,
                     port: origin.port,
-                    message: "the connection closed while it was being set up"
+                    cause: tlsHandler?.value.fatalFailure
                 )
             }
             let sync = channel.pipeline.syncOperations

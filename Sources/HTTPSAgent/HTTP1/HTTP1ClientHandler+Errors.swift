@@ -5,13 +5,26 @@ import NIOHTTP1
 /// How the handler turns what went wrong into an ``AgentError``.
 extension HTTP1ClientHandler {
     func notSentError() -> AgentError {
-        AgentError(
+        Self.notSentError(host: self.host, port: self.port, cause: self.tlsFailure)
+    }
+
+    /// The error for a request whose connection ended before any of it was written; `cause` is the TLS
+    /// failure that ended the connection, if one did. A server that rejected the handshake is reported
+    /// as such (see ``Connector/handshakeError(_:host:port:)``).
+    static func notSentError(host: String, port: Int, cause: TLSFailure?) -> AgentError {
+        if let cause, cause.kind == .rejectedAfterHandshake {
+            return Connector.handshakeError(cause, host: host, port: port)
+        }
+        return AgentError(
             code: .connectionClosed,
             phase: .requestWrite,
-            host: self.host,
-            port: self.port,
-            message: "the connection closed before the request was sent",
-            requestMayHaveBeenSent: false
+            host: host,
+            port: port,
+            message: cause == nil
+                ? "the connection closed before the request was sent"
+                : "the connection failed before the request was sent",
+            requestMayHaveBeenSent: false,
+            underlying: cause.map { String(describing: $0) }
         )
     }
 
@@ -40,6 +53,9 @@ extension HTTP1ClientHandler {
                     .responseHead,
                     "the server closed the connection before responding"
                 )
+            }
+            if let failure = error as? TLSFailure, failure.kind == .rejectedAfterHandshake {
+                return Connector.handshakeError(failure, host: self.host, port: self.port)
             }
             if Self.isMalformed(error) {
                 return self.error(

@@ -67,6 +67,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     private let events: ConnectionObservers
     /// Why the connection is closing, once this side has decided to close it.
     private var closeReason: ConnectionCloseReason?
+    /// The TLS failure that ended the connection, if one did: a request that comes after it is told why.
+    private(set) var tlsFailure: TLSFailure?
 
     init(
         connectionID: Int,
@@ -278,6 +280,9 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if self.closeReason == nil, Self.isPeerClose(error) {
             self.closeReason = .closedByServer
+        }
+        if self.tlsFailure == nil, let failure = error as? TLSFailure, failure.kind != .uncleanShutdown {
+            self.tlsFailure = failure
         }
         self.run(self.machine.errorCaught(error))
     }

@@ -233,10 +233,11 @@ struct Fetch: AsyncParsableCommand {
         case .connectFailed: 7
         case .connectTimeout, .tlsHandshakeTimeout, .poolWaitTimeout: 28
         case .certificateVerificationFailed: 60
+        // Includes a TLS 1.3 server's "certificate required", which curl learns of on a read and calls 56.
         case .tlsHandshakeFailed, .tlsConfigurationInvalid: 35
         case .responseBodyTruncated, .uncleanShutdown: 18
-        // A read that failed (a TLS alert such as "certificate required", a reset) rather than a clean
-        // close: curl's "failure receiving network data".
+        // A read that failed (a reset, a bad TLS record) rather than a clean close: curl's "failure
+        // receiving network data".
         case .connectionClosed where error.underlying != nil: 56
         case .malformedResponse, .connectionClosed: 52
         default: 56

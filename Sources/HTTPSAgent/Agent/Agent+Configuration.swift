@@ -34,6 +34,13 @@ extension Agent {
         public var connectTimeout: Duration
         /// How long the TLS handshake may take. Default: 10 seconds.
         public var tlsHandshakeTimeout: Duration
+        /// How long a request may go without receiving a byte from the server, from the moment it starts
+        /// being sent until its body's last byte: waiting for the response head, or between body bytes.
+        /// Each byte received (and each piece of request body sent) starts the wait again; time spent
+        /// while the body's reader is not keeping up does not count. Expiry fails the request with
+        /// ``AgentError/Code/readTimeout`` and closes its connection. `nil` waits forever. Default:
+        /// 60 seconds.
+        public var readIdleTimeout: Duration?
         /// TLS settings for `https` requests. Default: verify against the system trust store.
         public var tls: TLSConfiguration
         /// Where TLS sessions are kept so that new connections resume them; `nil` disables resumption.
@@ -54,6 +61,7 @@ extension Agent {
             poolWaitTimeout: Duration? = nil,
             connectTimeout: Duration = .seconds(10),
             tlsHandshakeTimeout: Duration = .seconds(10),
+            readIdleTimeout: Duration? = .seconds(60),
             tls: TLSConfiguration = TLSConfiguration(),
             sessionCache: TLSSessionCache? = TLSSessionCache(),
             decompression: Decompression = .enabled
@@ -67,6 +75,7 @@ extension Agent {
             self.poolWaitTimeout = poolWaitTimeout
             self.connectTimeout = connectTimeout
             self.tlsHandshakeTimeout = tlsHandshakeTimeout
+            self.readIdleTimeout = readIdleTimeout
             self.tls = tls
             self.sessionCache = sessionCache
             self.decompression = decompression

@@ -52,6 +52,7 @@ public final class Agent: Sendable {
             contexts: SSLContextCache(),
             connectTimeout: TimeAmount(configuration.connectTimeout),
             tlsHandshakeTimeout: TimeAmount(configuration.tlsHandshakeTimeout),
+            readIdleTimeout: configuration.readIdleTimeout.map { TimeAmount($0) },
             sessionCache: configuration.sessionCache
         )
         self.pool = ConnectionPool(limits: configuration.poolLimits, connector: connector, observers: observers)

@@ -22,6 +22,7 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
             case tlsConfigurationInvalid
             case tlsHandshakeFailed
             case tlsHandshakeTimeout
+            case readTimeout
             case certificateVerificationFailed
             case connectionClosed
             case uncleanShutdown
@@ -64,6 +65,10 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let tlsHandshakeFailed = Code(.tlsHandshakeFailed)
         /// The TLS handshake did not complete within ``Agent/Configuration/tlsHandshakeTimeout``.
         public static let tlsHandshakeTimeout = Code(.tlsHandshakeTimeout)
+        /// No byte came from the server for ``Agent/Configuration/readIdleTimeout`` while waiting for the
+        /// response head (phase ``Phase/responseHead``) or its body (``Phase/responseBody``). The
+        /// connection is closed.
+        public static let readTimeout = Code(.readTimeout)
         /// The server's certificate did not verify; see ``AgentError/verifyResultDescription``.
         public static let certificateVerificationFailed = Code(.certificateVerificationFailed)
         /// The connection closed before a complete response head arrived.

@@ -12,6 +12,8 @@ struct Connector: Sendable {
     let contexts: SSLContextCache
     let connectTimeout: TimeAmount
     let tlsHandshakeTimeout: TimeAmount
+    /// How long an exchange may go without a byte from the server; `nil` waits forever.
+    var readIdleTimeout: TimeAmount? = nil
     /// Where TLS sessions are found and kept; `nil` disables resumption.
     let sessionCache: TLSSessionCache?
     /// Run between the TLS handshake and adding the HTTP handlers, to let tests hold a connection in
@@ -493,7 +495,8 @@ struct Connector: Sendable {
                 port: origin.port,
                 delegate: delegate,
                 counter: try? sync.handler(type: ByteCounter.self),
-                events: events
+                events: events,
+                readIdleTimeout: self.readIdleTimeout
             )
             let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop)
             try sync.addHandler(UnsolicitedByteGuard(watch: handler.watch))

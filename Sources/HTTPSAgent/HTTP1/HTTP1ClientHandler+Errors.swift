@@ -47,6 +47,9 @@ extension HTTP1ClientHandler {
         case .requestBody(let error):
             return error
         case .error(let error):
+            if let timeout = error as? ReadIdleTimeout {
+                return self.error(.readTimeout, .responseHead, "\(timeout) while waiting for the response head")
+            }
             if let failure = error as? TLSFailure, failure.kind == .uncleanShutdown {
                 return self.error(
                     .connectionClosed,
@@ -89,6 +92,9 @@ extension HTTP1ClientHandler {
         case .requestBody(let error):
             return error
         case .error(let error):
+            if let timeout = error as? ReadIdleTimeout {
+                return self.error(.readTimeout, .responseBody, "\(timeout) in the middle of the body")
+            }
             if let failure = error as? TLSFailure, failure.kind == .uncleanShutdown {
                 if closeDelimited {
                     return self.error(

@@ -69,6 +69,10 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     private var closeReason: ConnectionCloseReason?
     /// The TLS failure that ended the connection, if one did: a request that comes after it is told why.
     private(set) var tlsFailure: TLSFailure?
+    /// How long an exchange may go without a byte from the server; `nil` waits forever.
+    private let readIdleTimeout: TimeAmount?
+    /// Runs while an exchange waits for the server's bytes, and not while the body's reader is behind.
+    private var readIdleTimer: Scheduled<Void>?
 
     init(
         connectionID: Int,
@@ -76,8 +80,10 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         port: Int,
         delegate: any HTTP1ConnectionDelegate,
         counter: ByteCounter? = nil,
-        events: ConnectionObservers
+        events: ConnectionObservers,
+        readIdleTimeout: TimeAmount? = nil
     ) {
+        self.readIdleTimeout = readIdleTimeout
         self.connectionID = connectionID
         self.host = host
         self.port = port
@@ -125,6 +131,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             self.responseBodyBytes = 0
             self.watch.requestStarted(tracker: tracker)
             tracker.requestStarting(now: .now())
+            self.armReadIdleTimer()
             // Milestones are taken when the bytes reach the socket (the write promises), not when queued.
             // The head's promise only feeds an event, so it exists only when someone listens.
             var headWritten: EventLoopPromise<Void>?
@@ -168,6 +175,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
 
     /// Writes a piece of a streamed body; `isLast` also ends the request.
     func writeBodyPart(_ buffer: ByteBuffer, id: UInt64, isLast: Bool, promise: EventLoopPromise<Void>) {
+        // Sending counts as progress: a long upload is not a silent server.
+        if self.tracker != nil && !self.readsPaused { self.armReadIdleTimer() }
         guard let context = self.context, self.machine.acceptsRequestBody(id: id) else {
             promise.fail(ChannelError.ioOnClosedChannel)
             return
@@ -228,6 +237,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     // MARK: - Channel events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if self.readIdleTimer != nil { self.armReadIdleTimer() }
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             let closeDelimited = !self.currentRequestIsHead && Self.isCloseDelimited(head)
@@ -268,6 +278,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                 self.recordBytes()
                 if let stream = self.stream, !stream.yield(buffer) {
                     self.readsPaused = true
+                    // The reader is behind, not the server.
+                    self.cancelReadIdleTimer()
                 }
             case let action:
                 self.run(action)
@@ -349,6 +361,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
 
     /// Ends the current request's tracking, recording its byte counts.
     private func takeTracker() -> RequestTracker? {
+        self.cancelReadIdleTimer()
         guard let tracker = self.tracker else { return nil }
         self.recordBytes()
         self.tracker = nil
@@ -400,11 +413,42 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     }
 
     private func resumeReads() {
+        let wasPaused = self.readsPaused
         self.readsPaused = false
+        if wasPaused && self.tracker != nil { self.armReadIdleTimer() }
         if self.pendingRead {
             self.pendingRead = false
             self.context?.read()
         }
+    }
+}
+
+// MARK: - Read-idle timeout
+
+/// The server sent nothing for the read-idle timeout.
+struct ReadIdleTimeout: Error, CustomStringConvertible {
+    var timeout: TimeAmount
+    var description: String { "no data from the server for \(Double(self.timeout.nanoseconds) / 1e9) s" }
+}
+
+extension HTTP1ClientHandler {
+    /// (Re)starts the wait for the server's next byte.
+    fileprivate func armReadIdleTimer() {
+        self.readIdleTimer?.cancel()
+        self.readIdleTimer = nil
+        guard let timeout = self.readIdleTimeout, let context = self.context else { return }
+        self.readIdleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            self.readIdleTimer = nil
+            guard self.tracker != nil else { return }
+            self.closeReason = self.closeReason ?? .error
+            // Fails the head or the body as if the connection broke, and closes it.
+            self.run(self.machine.errorCaught(ReadIdleTimeout(timeout: timeout)))
+        }
+    }
+
+    fileprivate func cancelReadIdleTimer() {
+        self.readIdleTimer?.cancel()
+        self.readIdleTimer = nil
     }
 }
 

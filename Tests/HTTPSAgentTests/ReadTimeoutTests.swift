@@ -1,0 +1,93 @@
+import HTTPSAgent
+import HTTPSAgentTestSupport
+import HTTPTypes
+import NIOCore
+import Testing
+
+/// `readIdleTimeout`: a server that goes quiet fails the request with `readTimeout`, and its
+/// connection is closed, never reused.
+@Suite("Read-idle timeout")
+struct ReadTimeoutTests {
+    let environment: TestEnvironment
+
+    init() throws {
+        self.environment = try TestEnvironment()
+    }
+
+    private func configuration(_ timeout: Duration?) -> Agent.Configuration {
+        var configuration = environment.configuration()
+        configuration.readIdleTimeout = timeout
+        return configuration
+    }
+
+    @Test func aServerThatNeverAnswersTimesOutBeforeTheHead() async throws {
+        try await withAgent(configuration(.milliseconds(300)), server: environment.tlsServer()) { agent, server in
+            let error = await agentError { _ = try await agent.get(server.url("/delay/30000")) }
+            #expect(error?.code == .readTimeout)
+            #expect(error?.phase == .responseHead)
+            #expect(error?.host == "localhost")
+            #expect(
+                error?.message.contains("no data from the server for 0.3 s") == true,
+                "\(String(describing: error))"
+            )
+            #expect(error?.requestMayHaveBeenSent == true)
+            let timing = try #require(error?.timing)
+            #expect(timing.timeToFirstByte >= .milliseconds(300))
+            // The timed-out connection is closed: the next request gets a new one.
+            let next = try await agent.get(server.url("/hello"))
+            #expect(try await next.text() == "hello")
+            #expect(!next.connection.isReused)
+            #expect(server.stats.accepted == 2)
+        }
+    }
+
+    @Test func aBodyThatStallsTimesOut() async throws {
+        // A second is long enough for the head to come on a loaded machine, and shorter than the gaps.
+        try await withAgent(configuration(.seconds(1)), server: environment.tlsServer()) { agent, server in
+            // The head at once, then a tenth of the body every 3 s.
+            let response = try await agent.get(server.url("/slow/1000/30000"))
+            let error = await agentError { _ = try await response.body.collect(upTo: 1 << 20) }
+            #expect(error?.code == .readTimeout)
+            #expect(error?.phase == .responseBody)
+            #expect(error?.message.contains("in the middle of the body") == true)
+            let next = try await agent.get(server.url("/hello"))
+            #expect(try await next.text() == "hello")
+            #expect(!next.connection.isReused)
+        }
+    }
+
+    @Test func eachByteStartsTheWaitAgain() async throws {
+        try await withAgent(configuration(.seconds(1)), server: environment.tlsServer()) { agent, server in
+            // 2.5 s in all, a piece every 250 ms: never a second without bytes.
+            let response = try await agent.get(server.url("/slow/1000/2500"))
+            #expect(try await response.body.collect(upTo: 1 << 20).readableBytes == 1000)
+            #expect(response.timing.timeToFirstByte + response.timing.transfer >= .seconds(2))
+        }
+    }
+
+    @Test func aSlowReaderIsNotASilentServer() async throws {
+        try await withAgent(configuration(.seconds(1)), server: environment.tlsServer()) { agent, server in
+            // 20 MB: more than the body buffer and the sockets hold, so reading really stops while we wait.
+            let response = try await agent.get(server.url("/bytes/20000000"))
+            var received = 0
+            var paused = false
+            for try await chunk in response.body {
+                received += chunk.readableBytes
+                if !paused {
+                    paused = true
+                    try await Task.sleep(for: .seconds(3))
+                }
+            }
+            #expect(received == 20_000_000)
+            #expect(try await agent.get(server.url("/hello")).connection.isReused)
+        }
+    }
+
+    @Test func nilWaitsAsLongAsItTakes() async throws {
+        try await withAgent(configuration(nil), server: environment.tlsServer()) { agent, server in
+            let response = try await agent.get(server.url("/delay/600"))
+            #expect(try await response.text() == "delayed")
+        }
+        #expect(Agent.Configuration().readIdleTimeout == .seconds(60), "the default")
+    }
+}

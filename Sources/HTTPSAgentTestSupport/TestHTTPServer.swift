@@ -45,19 +45,23 @@ package final class TestHTTPServer: Sendable {
         package var closeIdleAfter: TimeAmount?
         /// Close a connection after it served this many requests (with `Connection: close` on the last).
         package var maxRequestsPerConnection: Int?
+        /// Send `Keep-Alive: timeout=N` with every kept-alive response.
+        package var keepAliveHint: Int?
 
         package init(
             tls: TLSContextOptions? = nil,
             host: String = "127.0.0.1",
             port: Int = 0,
             closeIdleAfter: TimeAmount? = nil,
-            maxRequestsPerConnection: Int? = nil
+            maxRequestsPerConnection: Int? = nil,
+            keepAliveHint: Int? = nil
         ) {
             self.tls = tls
             self.host = host
             self.port = port
             self.closeIdleAfter = closeIdleAfter
             self.maxRequestsPerConnection = maxRequestsPerConnection
+            self.keepAliveHint = keepAliveHint
         }
     }
 
@@ -445,6 +449,9 @@ final class TestServerHandler: ChannelInboundHandler {
         head.headers.add(name: "X-Request-Number", value: String(self.requestsOnConnection))
         if let connection = self.requestConnectionHeader {
             head.headers.add(name: "X-Request-Connection", value: connection)
+        }
+        if let hint = self.configuration.keepAliveHint {
+            head.headers.add(name: "Keep-Alive", value: "timeout=\(hint), max=1000")
         }
         if let resumed = self.tlsResumed {
             head.headers.add(name: "X-TLS-Resumed", value: resumed ? "1" : "0")

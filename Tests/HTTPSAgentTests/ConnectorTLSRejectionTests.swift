@@ -165,7 +165,7 @@ struct ConnectorTLSRejectionTests {
 }
 
 private struct IgnoringDelegate: HTTP1ConnectionDelegate {
-    func connectionReleased(_ id: Int) {}
+    func connectionReleased(_ id: Int, keepAliveHint: TimeAmount?) {}
     func connectionClosed(_ id: Int, reason: ConnectionCloseReason) {}
 }
 

@@ -349,7 +349,7 @@ private struct PoolWorld {
                 self.resolve(requestID, as: .failed)
                 if !self.waitTimerRaces(requestID, percent: 20) { self.waitTimers[requestID] = nil }
 
-            case .closeConnection(let id):
+            case .closeConnection(let id, _):
                 guard let connection = self.connections[id] else {
                     throw self.fail("close of connection \(id), which is closed or unknown")
                 }
@@ -490,7 +490,10 @@ private struct PoolWorld {
             try self.check(host.connecting == connecting, "\(origin): connecting \(host.connecting) vs \(connecting)")
             try self.check(host.leased == leased, "\(origin): leased \(host.leased) vs \(leased)")
             try self.check(host.closing == closing, "\(origin): closing \(host.closing) vs \(closing)")
-            try self.check(host.idle == idle, "\(origin): idle \(host.idle) vs \(idle)")
+            try self.check(
+                host.idle.map(\.id) == idle.map(\.id) && host.idle.map(\.since) == idle.map(\.since),
+                "\(origin): idle \(host.idle) vs \(idle)"
+            )
             try self.check(Array(host.waiters) == waiting, "\(origin): waiters \(Array(host.waiters)) vs \(waiting)")
             for id in connecting { try self.check(self.machine.isConnecting(id), "\(id) not connecting") }
             for entry in idle { try self.check(self.machine.isIdle(entry.id), "\(entry.id) not idle") }

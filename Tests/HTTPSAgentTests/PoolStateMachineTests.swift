@@ -33,8 +33,8 @@ extension PoolAction: Equatable {
             .failRequest(let rhsRequest, let rhsFailure, let rhsOrigin)
         ):
             return lhsRequest == rhsRequest && lhsFailure == rhsFailure && lhsOrigin == rhsOrigin
-        case (.closeConnection(let lhsID), .closeConnection(let rhsID)):
-            return lhsID == rhsID
+        case (.closeConnection(let lhsID, let lhsReason), .closeConnection(let rhsID, let rhsReason)):
+            return lhsID == rhsID && lhsReason == rhsReason
         case (.scheduleIdleTimer(let lhsID, let lhsDeadline), .scheduleIdleTimer(let rhsID, let rhsDeadline)):
             return lhsID == rhsID && lhsDeadline == rhsDeadline
         case (.scheduleWaitTimer(let lhsRequest, let lhsDeadline), .scheduleWaitTimer(let rhsRequest, let rhsDeadline)):
@@ -210,7 +210,7 @@ struct PoolStateMachineTests {
         )
         #expect(machine.isIdle(1))
         let host = try #require(machine.hosts[originA])
-        #expect(host.idle == [PoolStateMachine.IdleConnection(id: 1, since: at(100))])
+        #expect(host.idle == [PoolStateMachine.IdleConnection(id: 1, since: at(100), deadline: at(100) + .seconds(5))])
         #expect(host.leased.isEmpty)
 
         #expect(

@@ -66,7 +66,8 @@ struct ReadTimeoutTests {
     }
 
     @Test func aSlowReaderIsNotASilentServer() async throws {
-        try await withAgent(configuration(.seconds(1)), server: environment.tlsServer()) { agent, server in
+        // 3 s: the server builds the 20 MB body before it sends the head, slowly on a loaded machine.
+        try await withAgent(configuration(.seconds(3)), server: environment.tlsServer()) { agent, server in
             // 20 MB: more than the body buffer and the sockets hold, so reading really stops while we wait.
             let response = try await agent.get(server.url("/bytes/20000000"))
             var received = 0
@@ -75,7 +76,7 @@ struct ReadTimeoutTests {
                 received += chunk.readableBytes
                 if !paused {
                     paused = true
-                    try await Task.sleep(for: .seconds(3))
+                    try await Task.sleep(for: .seconds(6))
                 }
             }
             #expect(received == 20_000_000)

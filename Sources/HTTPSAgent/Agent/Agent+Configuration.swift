@@ -21,6 +21,17 @@ extension Agent {
         public var idleTimeout: Duration?
         /// Which free socket the next request gets. Default: ``FreeSocketScheduling/lifo``. Node: `scheduling`.
         public var freeSocketScheduling: FreeSocketScheduling
+        /// How long a connection may be used, from its handshake; `nil` (the default) for as long as it
+        /// works. Each connection's limit is shortened by a random amount of up to 10 %, so that
+        /// connections opened together (a fleet starting up, say) do not all reconnect at the same
+        /// moment. A connection past its lifetime finishes the request it carries and is then closed
+        /// (``ConnectionCloseReason/expired``); a free one is closed when its time comes. Useful to
+        /// follow DNS changes and spread load behind a load balancer. Go: none; Envoy:
+        /// `max_connection_duration`.
+        public var maxConnectionLifetime: Duration?
+        /// The most requests one connection carries; `nil` (the default) for no limit. After its last
+        /// request the connection is closed (``ConnectionCloseReason/expired``).
+        public var maxRequestsPerConnection: Int?
         /// Whether connections are kept open for further requests. `false` sends `Connection: close` and
         /// closes each connection after its response. Node: `keepAlive`. Default: `true`.
         public var keepAlive: Bool
@@ -79,6 +90,8 @@ extension Agent {
             self.tls = tls
             self.sessionCache = sessionCache
             self.decompression = decompression
+            self.maxConnectionLifetime = nil
+            self.maxRequestsPerConnection = nil
         }
 
         var poolLimits: PoolLimits {
@@ -89,7 +102,9 @@ extension Agent {
                 maxTotalSockets: self.maxTotalSockets,
                 idleTimeout: self.idleTimeout.map { TimeAmount($0) },
                 scheduling: self.freeSocketScheduling,
-                poolWaitTimeout: self.poolWaitTimeout.map { TimeAmount($0) }
+                poolWaitTimeout: self.poolWaitTimeout.map { TimeAmount($0) },
+                maxConnectionLifetime: self.maxConnectionLifetime.map { TimeAmount($0) },
+                maxRequestsPerConnection: self.maxRequestsPerConnection
             )
         }
     }

@@ -143,7 +143,7 @@ public final class Agent: Sendable {
             if Task.isCancelled {
                 // Cancelled while the lease was being granted: hand the connection back unused rather
                 // than send a request nobody waits for.
-                self.pool.connectionReleased(lease.connection.id)
+                self.pool.connectionReleased(lease.connection.id, keepAliveHint: nil)
                 throw AgentError(
                     code: .cancelled,
                     phase: .poolWait,

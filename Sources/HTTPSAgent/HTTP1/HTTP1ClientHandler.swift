@@ -11,8 +11,9 @@ import Musl
 
 /// Told by a connection when it becomes free again or goes away. Called on the connection's event loop.
 protocol HTTP1ConnectionDelegate: Sendable {
-    /// The exchange finished and the connection is idle and reusable.
-    func connectionReleased(_ id: Int)
+    /// The exchange finished and the connection is idle and reusable; `keepAliveHint` is how long
+    /// the server said it keeps an idle connection (`Keep-Alive: timeout=N`), if it said.
+    func connectionReleased(_ id: Int, keepAliveHint: TimeAmount?)
     /// The channel closed. Called exactly once per connection.
     func connectionClosed(_ id: Int, reason: ConnectionCloseReason)
 }
@@ -73,6 +74,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     private let readIdleTimeout: TimeAmount?
     /// Runs while an exchange waits for the server's bytes, and not while the body's reader is behind.
     private var readIdleTimer: Scheduled<Void>?
+    /// The `timeout` of the last response's `Keep-Alive` field.
+    private var keepAliveHint: TimeAmount?
 
     init(
         connectionID: Int,
@@ -245,6 +248,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             let keepAlive = head.isKeepAlive && head.status.code != 101
             switch self.machine.responseHeadReceived(keepAlive: keepAlive, closeDelimited: closeDelimited) {
             case .deliverHead:
+                self.keepAliveHint = head.headers.first(name: "keep-alive").flatMap(Self.keepAliveTimeout)
                 let stream = ResponseBodyStream(
                     producer: self.producer!,
                     requestID: self.currentRequestID,
@@ -387,7 +391,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         case .release:
             // Keep reading while idle, so that a close by the server is noticed at once.
             self.resumeReads()
-            self.delegate.connectionReleased(self.connectionID)
+            self.delegate.connectionReleased(self.connectionID, keepAliveHint: self.keepAliveHint)
         case .close:
             self.closeReason = self.closeReason ?? reason
             self.context?.close(promise: nil)
@@ -420,6 +424,25 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             self.pendingRead = false
             self.context?.read()
         }
+    }
+}
+
+// MARK: - Keep-Alive hint
+
+extension HTTP1ClientHandler {
+    /// The `timeout` parameter of a `Keep-Alive` field value such as "timeout=5, max=100", in seconds
+    /// (RFC 2068 §19.7.1.1, still sent by Apache, nginx and Node). Nonsense is ignored.
+    static func keepAliveTimeout(_ value: String) -> TimeAmount? {
+        for parameter in value.split(separator: ",") {
+            let parts = parameter.split(separator: "=", maxSplits: 1).map { part in
+                String(part.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+            }
+            guard parts.count == 2, parts[0].lowercased() == "timeout",
+                let seconds = Int64(parts[1]), seconds >= 0, seconds < 1_000_000
+            else { continue }
+            return .seconds(seconds)
+        }
+        return nil
     }
 }
 

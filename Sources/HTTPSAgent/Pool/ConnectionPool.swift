@@ -88,7 +88,7 @@ final class ConnectionPool: Sendable {
         self.modify(connection: connection.id) { state in
             state.connections[connection.id] = connection
             state.dials[connection.id] = nil
-            return state.machine.connectionEstablished(connection.id, now: .now())
+            return state.machine.connectionEstablished(connection.id, now: .now(), jitter: .random(in: 0..<1))
         }
     }
 
@@ -196,11 +196,11 @@ final class ConnectionPool: Sendable {
                 }
                 if let timer = state.waitTimers.removeValue(forKey: request) { effects.append(.cancel(timer)) }
                 effects.append(.resume(continuation, .failure(Self.error(for: failure, origin: origin))))
-            case .closeConnection(let id):
+            case .closeConnection(let id, let reason):
                 if let timer = state.idleTimers.removeValue(forKey: id) { effects.append(.cancel(timer)) }
                 if let connection = state.connections[id] {
                     effects.append(
-                        .close(connection, reason: state.machine.isShuttingDown ? .shutdown : closeReason)
+                        .close(connection, reason: state.machine.isShuttingDown ? .shutdown : reason ?? closeReason)
                     )
                 }
             case .scheduleIdleTimer(let id, let deadline):
@@ -333,11 +333,11 @@ final class ConnectionPool: Sendable {
 }
 
 extension ConnectionPool: HTTP1ConnectionDelegate {
-    func connectionReleased(_ id: Int) {
+    func connectionReleased(_ id: Int, keepAliveHint: TimeAmount?) {
         let now = NIODeadline.now()
         self.modify(connection: id) { state in
             state.connections[id]?.markReleased(now: now)
-            return state.machine.connectionReleased(id, now: now)
+            return state.machine.connectionReleased(id, now: now, keepAliveHint: keepAliveHint)
         }
     }
 

@@ -20,8 +20,9 @@ enum PoolAction: Sendable {
     case lease(connection: Int, request: UInt64, reused: Bool)
     /// Fail a waiting request for `origin`.
     case failRequest(UInt64, PoolFailure, Origin)
-    /// Close a connection (idle, over a limit, or at shutdown).
-    case closeConnection(Int)
+    /// Close a connection (idle, over a limit, worn out, or at shutdown), for `reason` if the machine
+    /// knows better than the event's default.
+    case closeConnection(Int, reason: ConnectionCloseReason? = nil)
     case scheduleIdleTimer(connection: Int, deadline: NIODeadline)
     case scheduleWaitTimer(request: UInt64, deadline: NIODeadline)
     /// Shutdown was requested and the last connection has closed.
@@ -44,4 +45,9 @@ struct PoolLimits: Sendable, Hashable {
     var idleTimeout: TimeAmount?
     var scheduling: FreeSocketScheduling
     var poolWaitTimeout: TimeAmount?
+    var maxConnectionLifetime: TimeAmount? = nil
+    var maxRequestsPerConnection: Int? = nil
+
+    /// How much sooner than a server's `Keep-Alive: timeout` hint an idle connection is closed.
+    static let keepAliveHintMargin = TimeAmount.seconds(1)
 }

@@ -16,6 +16,17 @@ struct PoolStateMachine {
     struct IdleConnection: Sendable, Hashable {
         var id: Int
         var since: NIODeadline
+        /// When it must be closed if still free: the idle timeout, the server's keep-alive hint, or the
+        /// end of its lifetime, whichever comes first; `nil` for never.
+        var deadline: NIODeadline?
+    }
+
+    /// How long a connection may live and how much it may carry.
+    struct Life: Sendable, Hashable {
+        /// The end of its ``PoolLimits/maxConnectionLifetime`` (jittered); `nil` for no end.
+        var expiresAt: NIODeadline?
+        /// Requests given to it so far.
+        var requests = 0
     }
 
     struct HostPool {
@@ -36,6 +47,7 @@ struct PoolStateMachine {
     private(set) var hosts: [Origin: HostPool] = [:]
     private var connectionOrigins: [Int: Origin] = [:]
     private var waiterOrigins: [UInt64: Origin] = [:]
+    private var lives: [Int: Life] = [:]
     private(set) var totalConnections = 0
     private var totalClosing = 0
     private var nextConnectionID = 1
@@ -45,6 +57,11 @@ struct PoolStateMachine {
         precondition(limits.maxSocketsPerHost > 0, "maxSocketsPerHost must be at least 1")
         precondition(limits.maxFreeSocketsPerHost >= 0, "maxFreeSocketsPerHost must not be negative")
         precondition((limits.maxTotalSockets ?? 1) > 0, "maxTotalSockets must be at least 1")
+        precondition((limits.maxRequestsPerConnection ?? 1) > 0, "maxRequestsPerConnection must be at least 1")
+        precondition(
+            (limits.maxConnectionLifetime ?? .seconds(1)) > .zero,
+            "maxConnectionLifetime must be more than zero"
+        )
         self.limits = limits
     }
 
@@ -65,15 +82,22 @@ struct PoolStateMachine {
             return [.failRequest(request, .shutdown, origin)]
         }
         var host = self.hosts[origin] ?? HostPool()
-        if let connection = self.takeIdle(&host) {
+        var actions: [PoolAction] = []
+        while let connection = self.takeIdle(&host) {
+            // A free connection past its lifetime is closed, not handed out.
+            if self.isWornOut(connection, now: now) {
+                self.startClosing(connection, in: &host, into: &actions, reason: .expired)
+                continue
+            }
             host.leased.insert(connection)
             self.hosts[origin] = host
-            return [.lease(connection: connection, request: request, reused: true)]
+            self.lives[connection]?.requests += 1
+            actions.append(.lease(connection: connection, request: request, reused: true))
+            return actions
         }
         host.waiters.append(request)
         self.hosts[origin] = host
         self.waiterOrigins[request] = origin
-        var actions: [PoolAction] = []
         self.dialForWaiters(of: origin, into: &actions)
         // Dials serve waiters in order, so if any waiter is left without a dial, it is this newest one:
         // it waits at a limit, and only then does the wait timeout apply.
@@ -108,10 +132,20 @@ struct PoolStateMachine {
     // MARK: - Connections
 
     /// A connection finished its handshake and is ready for a request.
-    mutating func connectionEstablished(_ id: Int, now: NIODeadline) -> [PoolAction] {
+    ///
+    /// - Parameter jitter: a random number in `0..<1` from the caller (the machine has no randomness):
+    ///   the connection's lifetime is shortened by up to 10 % of ``PoolLimits/maxConnectionLifetime``
+    ///   by it, so that connections opened together do not expire together.
+    mutating func connectionEstablished(_ id: Int, now: NIODeadline, jitter: Double = 0) -> [PoolAction] {
         guard let origin = self.connectionOrigins[id] else {
             preconditionFailure("connection \(id) established but unknown to the pool")
         }
+        self.lives[id] = Life(
+            expiresAt: self.limits.maxConnectionLifetime.map { lifetime in
+                let shortening = Double(lifetime.nanoseconds) * 0.1 * min(max(jitter, 0), 1)
+                return now + lifetime - .nanoseconds(Int64(shortening))
+            }
+        )
         var actions: [PoolAction] = []
         var host = self.takeHost(origin)
         precondition(host.connecting.remove(id) != nil, "connection \(id) established but not connecting")
@@ -120,6 +154,7 @@ struct PoolStateMachine {
         } else if let request = host.waiters.popFirst() {
             self.waiterOrigins[request] = nil
             host.leased.insert(id)
+            self.lives[id]?.requests += 1
             actions.append(.lease(connection: id, request: request, reused: false))
         } else {
             self.park(id, in: &host, origin: origin, now: now, into: &actions)
@@ -134,6 +169,7 @@ struct PoolStateMachine {
             preconditionFailure("connection \(id) failed but unknown to the pool")
         }
         self.totalConnections -= 1
+        self.lives[id] = nil
         var actions: [PoolAction] = []
         var host = self.takeHost(origin)
         precondition(host.connecting.remove(id) != nil, "connection \(id) failed but not connecting")
@@ -149,7 +185,10 @@ struct PoolStateMachine {
     }
 
     /// A leased connection finished its exchange and may be reused.
-    mutating func connectionReleased(_ id: Int, now: NIODeadline) -> [PoolAction] {
+    ///
+    /// - Parameter keepAliveHint: how long the server said it keeps an idle connection open
+    ///   (`Keep-Alive: timeout=N`), if it did.
+    mutating func connectionReleased(_ id: Int, now: NIODeadline, keepAliveHint: TimeAmount? = nil) -> [PoolAction] {
         guard let origin = self.connectionOrigins[id] else {
             return []  // closed meanwhile
         }
@@ -161,12 +200,16 @@ struct PoolStateMachine {
         }
         if self.isShuttingDown {
             self.startClosing(id, in: &host, into: &actions)
+        } else if self.isWornOut(id, now: now) {
+            // It finished its request; now it goes. Waiters get a new connection once it has closed.
+            self.startClosing(id, in: &host, into: &actions, reason: .expired)
         } else if let request = host.waiters.popFirst() {
             self.waiterOrigins[request] = nil
             host.leased.insert(id)
+            self.lives[id]?.requests += 1
             actions.append(.lease(connection: id, request: request, reused: true))
         } else {
-            self.park(id, in: &host, origin: origin, now: now, into: &actions)
+            self.park(id, in: &host, origin: origin, now: now, keepAliveHint: keepAliveHint, into: &actions)
         }
         return actions
     }
@@ -177,6 +220,7 @@ struct PoolStateMachine {
             return []
         }
         self.totalConnections -= 1
+        self.lives[id] = nil
         var host = self.takeHost(origin)
         if host.closing.remove(id) != nil {
             self.totalClosing -= 1
@@ -195,17 +239,17 @@ struct PoolStateMachine {
 
     /// An idle connection's timer fired.
     mutating func idleTimerFired(_ id: Int, now: NIODeadline) -> [PoolAction] {
-        guard let origin = self.connectionOrigins[id], let timeout = self.limits.idleTimeout else { return [] }
+        guard let origin = self.connectionOrigins[id] else { return [] }
         var actions: [PoolAction] = []
         var host = self.takeHost(origin)
         defer { self.putHost(host, origin) }
         guard let index = host.idle.firstIndex(where: { $0.id == id }),
-            host.idle[index].since + timeout <= now
+            let deadline = host.idle[index].deadline, deadline <= now
         else {
             return []  // leased again since the timer was set
         }
         host.idle.remove(at: index)
-        self.startClosing(id, in: &host, into: &actions)
+        self.startClosing(id, in: &host, into: &actions, reason: self.isWornOut(id, now: now) ? .expired : nil)
         return actions
     }
 
@@ -273,10 +317,23 @@ struct PoolStateMachine {
         }
     }
 
-    private mutating func startClosing(_ id: Int, in host: inout HostPool, into actions: inout [PoolAction]) {
+    private mutating func startClosing(
+        _ id: Int,
+        in host: inout HostPool,
+        into actions: inout [PoolAction],
+        reason: ConnectionCloseReason? = nil
+    ) {
         host.closing.insert(id)
         self.totalClosing += 1
-        actions.append(.closeConnection(id))
+        actions.append(.closeConnection(id, reason: reason))
+    }
+
+    /// Past its lifetime, or it has carried its most requests.
+    private func isWornOut(_ id: Int, now: NIODeadline) -> Bool {
+        guard let life = self.lives[id] else { return false }
+        if let expiresAt = life.expiresAt, expiresAt <= now { return true }
+        if let most = self.limits.maxRequestsPerConnection, life.requests >= most { return true }
+        return false
     }
 
     /// Keeps a free connection, or closes it when the free list is full or another origin needs the slot.
@@ -285,15 +342,24 @@ struct PoolStateMachine {
         in host: inout HostPool,
         origin: Origin,
         now: NIODeadline,
+        keepAliveHint: TimeAmount? = nil,
         into actions: inout [PoolAction]
     ) {
         if host.idle.count >= self.limits.maxFreeSocketsPerHost || self.anotherOriginNeedsASlot(except: origin) {
             self.startClosing(id, in: &host, into: &actions)
             return
         }
-        host.idle.append(IdleConnection(id: id, since: now))
-        if let timeout = self.limits.idleTimeout {
-            actions.append(.scheduleIdleTimer(connection: id, deadline: now + timeout))
+        // The server's hint, less a margin, so that we close first rather than race its close.
+        let hinted = keepAliveHint.map { now + $0 - PoolLimits.keepAliveHintMargin }
+        if let hinted, hinted <= now {
+            self.startClosing(id, in: &host, into: &actions, reason: .idleTimeout)
+            return
+        }
+        let deadline = [self.limits.idleTimeout.map { now + $0 }, hinted, self.lives[id]?.expiresAt]
+            .compactMap { $0 }.min()
+        host.idle.append(IdleConnection(id: id, since: now, deadline: deadline))
+        if let deadline {
+            actions.append(.scheduleIdleTimer(connection: id, deadline: deadline))
         }
     }
 

@@ -148,6 +148,7 @@ public struct ConnectionCloseReason: Sendable, Hashable, CustomStringConvertible
         case notReusable
         case closedByServer
         case error
+        case expired
     }
 
     private let base: Base
@@ -168,6 +169,9 @@ public struct ConnectionCloseReason: Sendable, Hashable, CustomStringConvertible
     public static let closedByServer = ConnectionCloseReason(.closedByServer)
     /// An error on the connection: a malformed response, bytes while idle, a TLS error.
     public static let error = ConnectionCloseReason(.error)
+    /// It reached ``Agent/Configuration/maxConnectionLifetime`` or
+    /// ``Agent/Configuration/maxRequestsPerConnection``; it finished its last request first.
+    public static let expired = ConnectionCloseReason(.expired)
 
     /// The reason's name, e.g. "idleTimeout".
     public var description: String { self.base.rawValue }

@@ -231,7 +231,7 @@ struct Fetch: AsyncParsableCommand {
         case .invalidRequest: 3
         case .dnsFailed: 6
         case .connectFailed: 7
-        case .connectTimeout, .tlsHandshakeTimeout, .readTimeout, .poolWaitTimeout: 28
+        case .connectTimeout, .tlsHandshakeTimeout, .readTimeout, .requestTimeout, .poolWaitTimeout: 28
         case .certificateVerificationFailed: 60
         // Includes a TLS 1.3 server's "certificate required", which curl learns of on a read and calls 56.
         case .tlsHandshakeFailed, .tlsConfigurationInvalid: 35

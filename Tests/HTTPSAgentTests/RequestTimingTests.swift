@@ -262,7 +262,8 @@ struct FailedRequestTimingTests {
     @Test func poolWaitTimeoutIsAllQueue() async throws {
         let configuration = environment.configuration(maxSocketsPerHost: 1, poolWaitTimeout: .milliseconds(100))
         try await withAgent(configuration, server: environment.tlsServer()) { agent, server in
-            let slow = Task { try await agent.get(server.url("/delay/1000")).text() }
+            // Long enough that the wait timer fires first even when a loaded machine runs it late.
+            let slow = Task { try await agent.get(server.url("/delay/5000")).text() }
             #expect(await AgentLifecycleTests.waitFor { agent.stats.origins.first?.active == 1 })
             let error = await agentError { _ = try await agent.get(server.url("/hello")) }
             #expect(error?.code == .poolWaitTimeout)

@@ -52,6 +52,11 @@ extension Agent {
         /// ``AgentError/Code/readTimeout`` and closes its connection. `nil` waits forever. Default:
         /// 60 seconds.
         public var readIdleTimeout: Duration?
+        /// How long a whole request may take, from ``Agent/execute(_:body:observer:)`` to its body's last
+        /// byte: waiting for a connection, connecting, sending, and receiving. Expiry fails it with
+        /// ``AgentError/Code/requestTimeout`` in the phase it was in; a connection it was using is closed.
+        /// `nil` (the default) sets no overall bound; the step timeouts still apply.
+        public var requestTimeout: Duration?
         /// TLS settings for `https` requests. Default: verify against the system trust store.
         public var tls: TLSConfiguration
         /// Where TLS sessions are kept so that new connections resume them; `nil` disables resumption.
@@ -92,6 +97,7 @@ extension Agent {
             self.decompression = decompression
             self.maxConnectionLifetime = nil
             self.maxRequestsPerConnection = nil
+            self.requestTimeout = nil
         }
 
         var poolLimits: PoolLimits {

@@ -27,7 +27,7 @@ public final class Agent: Sendable {
     public let configuration: Configuration
     /// The observers told of every request and connection.
     public let observers: [any AgentObserver]
-    private let pool: ConnectionPool
+    let pool: ConnectionPool
     /// Request ids, unique in the process so that an observer shared by several Agents can key on them.
     private static let requestIDs = NIOLockedValueBox<UInt64>(0)
 
@@ -83,12 +83,13 @@ public final class Agent: Sendable {
         observer: (any AgentObserver)? = nil
     ) async throws -> AgentResponse {
         let start = NIODeadline.now()
-        let prepared = try PreparedRequest(
+        var prepared = try PreparedRequest(
             request,
             body: body,
             agentKeepAlive: self.configuration.keepAlive,
             decompression: self.configuration.decompression
         )
+        prepared.deadline = self.configuration.requestTimeout.map { start + TimeAmount($0) }
         let target = prepared.target
         let id = Self.requestIDs.withLockedValue { id in
             id += 1
@@ -139,7 +140,7 @@ public final class Agent: Sendable {
         var attempts = 0
         while true {
             attempts += 1
-            let lease = try await self.pool.lease(origin, tracker: tracker)
+            let lease = try await self.lease(origin, tracker: tracker, deadline: prepared.deadline)
             if Task.isCancelled {
                 // Cancelled while the lease was being granted: hand the connection back unused rather
                 // than send a request nobody waits for.

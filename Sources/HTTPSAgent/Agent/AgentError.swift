@@ -23,6 +23,7 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
             case tlsHandshakeFailed
             case tlsHandshakeTimeout
             case readTimeout
+            case requestTimeout
             case certificateVerificationFailed
             case connectionClosed
             case uncleanShutdown
@@ -69,6 +70,9 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
         /// response head (phase ``Phase/responseHead``) or its body (``Phase/responseBody``). The
         /// connection is closed.
         public static let readTimeout = Code(.readTimeout)
+        /// The request took longer than ``Agent/Configuration/requestTimeout`` in all; ``phase`` says
+        /// what it was doing. A connection it was using is closed.
+        public static let requestTimeout = Code(.requestTimeout)
         /// The server's certificate did not verify; see ``AgentError/verifyResultDescription``.
         public static let certificateVerificationFailed = Code(.certificateVerificationFailed)
         /// The connection closed before a complete response head arrived.

@@ -50,6 +50,13 @@ extension HTTP1ClientHandler {
             if let timeout = error as? ReadIdleTimeout {
                 return self.error(.readTimeout, .responseHead, "\(timeout) while waiting for the response head")
             }
+            if error is RequestDeadlineExceeded {
+                return self.error(
+                    .requestTimeout,
+                    .responseHead,
+                    "the request's time (requestTimeout) ran out before the response head arrived"
+                )
+            }
             if let failure = error as? TLSFailure, failure.kind == .uncleanShutdown {
                 return self.error(
                     .connectionClosed,
@@ -94,6 +101,13 @@ extension HTTP1ClientHandler {
         case .error(let error):
             if let timeout = error as? ReadIdleTimeout {
                 return self.error(.readTimeout, .responseBody, "\(timeout) in the middle of the body")
+            }
+            if error is RequestDeadlineExceeded {
+                return self.error(
+                    .requestTimeout,
+                    .responseBody,
+                    "the request's time (requestTimeout) ran out in the middle of the body"
+                )
             }
             if let failure = error as? TLSFailure, failure.kind == .uncleanShutdown {
                 if closeDelimited {

@@ -74,6 +74,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     private let readIdleTimeout: TimeAmount?
     /// Runs while an exchange waits for the server's bytes, and not while the body's reader is behind.
     private var readIdleTimer: Scheduled<Void>?
+    /// Fails the exchange at the request's deadline (``Agent/Configuration/requestTimeout``).
+    private var deadlineTimer: Scheduled<Void>?
     /// The `timeout` of the last response's `Keep-Alive` field.
     private var keepAliveHint: TimeAmount?
 
@@ -135,6 +137,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             self.watch.requestStarted(tracker: tracker)
             tracker.requestStarting(now: .now())
             self.armReadIdleTimer()
+            self.armDeadlineTimer(request.deadline)
             // Milestones are taken when the bytes reach the socket (the write promises), not when queued.
             // The head's promise only feeds an event, so it exists only when someone listens.
             var headWritten: EventLoopPromise<Void>?
@@ -366,6 +369,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     /// Ends the current request's tracking, recording its byte counts.
     private func takeTracker() -> RequestTracker? {
         self.cancelReadIdleTimer()
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
         guard let tracker = self.tracker else { return nil }
         self.recordBytes()
         self.tracker = nil
@@ -446,7 +451,10 @@ extension HTTP1ClientHandler {
     }
 }
 
-// MARK: - Read-idle timeout
+// MARK: - Read-idle timeout and deadline
+
+/// The request's deadline passed while it was on the connection.
+struct RequestDeadlineExceeded: Error {}
 
 /// The server sent nothing for the read-idle timeout.
 struct ReadIdleTimeout: Error, CustomStringConvertible {
@@ -466,6 +474,19 @@ extension HTTP1ClientHandler {
             self.closeReason = self.closeReason ?? .error
             // Fails the head or the body as if the connection broke, and closes it.
             self.run(self.machine.errorCaught(ReadIdleTimeout(timeout: timeout)))
+        }
+    }
+
+    /// Fails the exchange, as if the connection broke, when `deadline` comes.
+    fileprivate func armDeadlineTimer(_ deadline: NIODeadline?) {
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
+        guard let deadline, let context = self.context else { return }
+        self.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.deadlineTimer = nil
+            guard self.tracker != nil else { return }
+            self.closeReason = self.closeReason ?? .error
+            self.run(self.machine.errorCaught(RequestDeadlineExceeded()))
         }
     }
 

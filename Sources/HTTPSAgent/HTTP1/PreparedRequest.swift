@@ -15,6 +15,8 @@ struct PreparedRequest: Sendable {
     /// The decoding limits when the Agent asked for a compressed response (the caller did not set
     /// `Accept-Encoding` and decompression is on); `nil` when the body is delivered as received.
     var decoding: Decompression?
+    /// When the whole request must be over (``Agent/Configuration/requestTimeout``), if ever.
+    var deadline: NIODeadline?
 
     /// - Parameters:
     ///   - request: the caller's request.

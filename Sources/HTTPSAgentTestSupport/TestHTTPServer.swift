@@ -30,6 +30,8 @@ import NIOPosix
 /// - `/echo`: the request body back, with `X-Request-Method`.
 /// - `/stream-echo`: answers at once (chunked) and echoes each piece of the body as it arrives.
 /// - `/reject-upload`: answers 413 and closes as soon as the request head arrives, body unread.
+/// - `/redirect/CODE?to=URL`, `/chain/N`, `/loop/a`, `/inspect`: redirects and what a request carried;
+///   see `TestHTTPServer+Redirects.swift`.
 ///
 /// `HEAD` is answered without a body on `/`, `/hello`, `/bytes/N`, `/close` and `/status/CODE`.
 package final class TestHTTPServer: Sendable {
@@ -183,7 +185,7 @@ final class TestServerHandler: ChannelInboundHandler {
     private let configuration: TestHTTPServer.Configuration
     private let counters: NIOLockedValueBox<TestHTTPServer.Stats>
     private var requestHead: HTTPRequestHead?
-    private var requestBody = ByteBuffer()
+    private(set) var requestBody = ByteBuffer()
     private var requestsOnConnection = 0
     private var tlsResumed: Bool?
     private var tlsServerName: String?
@@ -344,6 +346,9 @@ final class TestServerHandler: ChannelInboundHandler {
             )
         case "gzip", "zlib", "rawdeflate", "gzip2", "bomb", "gzip-cut", "gzip-junk":
             self.sendEncoded(route, count: number, request: request, context: context, close: lastRequest)
+        case "redirect", "chain", "loop", "inspect":
+            // Redirect routes: TestHTTPServer+Redirects.swift.
+            self.respondRedirectRoute(route, parts: parts, request: request, context: context, close: lastRequest)
         case "headers":
             // The request line and header fields as received, one per line: for clients' header tests.
             var text = "\(request.method.rawValue) \(request.uri)\n"
@@ -437,7 +442,7 @@ final class TestServerHandler: ChannelInboundHandler {
         self.finish(context, close: close)
     }
 
-    private func head(_ status: HTTPResponseStatus, close: Bool) -> HTTPResponseHead {
+    func head(_ status: HTTPResponseStatus, close: Bool) -> HTTPResponseHead {
         var head = HTTPResponseHead(version: .http1_1, status: status)
         if close { head.headers.add(name: "Connection", value: "close") }
         self.addCommonHeaders(&head)
@@ -459,8 +464,7 @@ final class TestServerHandler: ChannelInboundHandler {
         }
     }
 
-    private func send(_ context: ChannelHandlerContext, status: HTTPResponseStatus = .ok, body: ByteBuffer, close: Bool)
-    {
+    func send(_ context: ChannelHandlerContext, status: HTTPResponseStatus = .ok, body: ByteBuffer, close: Bool) {
         var head = self.head(status, close: close)
         head.headers.add(name: "Content-Length", value: String(body.readableBytes))
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
@@ -491,7 +495,7 @@ final class TestServerHandler: ChannelInboundHandler {
         }
     }
 
-    private func finish(_ context: ChannelHandlerContext, close: Bool) {
+    func finish(_ context: ChannelHandlerContext, close: Bool) {
         let written = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
         if close {
             written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }

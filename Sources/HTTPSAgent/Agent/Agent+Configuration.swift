@@ -65,6 +65,10 @@ extension Agent {
         /// Whether to ask for gzip/deflate responses and decode them, and the limits on decoding.
         /// Default: ``Decompression/enabled`` (a ratio limit of 100 beyond the first MiB).
         public var decompression: Decompression
+        /// Whether and how far redirects are followed. Default: ``RedirectPolicy/default`` (up to 10, never
+        /// from `https` to `http`, credentials kept to the first origin). Node and curl do not follow;
+        /// Go and AsyncHTTPClient do. See ``RedirectPolicy``.
+        public var redirects: RedirectPolicy
 
         /// Creates a configuration; every parameter has a default.
         public init(
@@ -80,7 +84,8 @@ extension Agent {
             readIdleTimeout: Duration? = .seconds(60),
             tls: TLSConfiguration = TLSConfiguration(),
             sessionCache: TLSSessionCache? = TLSSessionCache(),
-            decompression: Decompression = .enabled
+            decompression: Decompression = .enabled,
+            redirects: RedirectPolicy = .default
         ) {
             self.maxSocketsPerHost = maxSocketsPerHost
             self.maxFreeSocketsPerHost = maxFreeSocketsPerHost
@@ -98,6 +103,7 @@ extension Agent {
             self.maxConnectionLifetime = nil
             self.maxRequestsPerConnection = nil
             self.requestTimeout = nil
+            self.redirects = redirects
         }
 
         var poolLimits: PoolLimits {

@@ -69,6 +69,9 @@ public final class Agent: Sendable {
     /// with an `Idempotency-Key` header) and its body is in memory. A failure on a new connection is never
     /// retried, nor is anything after response bytes arrived.
     ///
+    /// Redirects are followed as ``Configuration/redirects`` says (by default up to 10, never from
+    /// `https` to `http`); see ``RedirectPolicy`` and ``execute(_:body:observer:redirects:)``.
+    ///
     /// - Parameters:
     ///   - request: method, scheme, authority, path and header fields.
     ///   - body: the request body, if any.
@@ -82,21 +85,31 @@ public final class Agent: Sendable {
         body: RequestBody? = nil,
         observer: (any AgentObserver)? = nil
     ) async throws -> AgentResponse {
-        let start = NIODeadline.now()
+        try await self.execute(request, body: body, observer: observer, redirects: self.configuration.redirects)
+    }
+
+    /// Sends one request, a hop of a redirect chain after `chain`'s hops if given, and returns its
+    /// response with the tracker that records it.
+    func send(
+        _ request: HTTPRequest,
+        body: RequestBody?,
+        observers: [any AgentObserver],
+        start: NIODeadline,
+        chain: RedirectChain?
+    ) async throws -> (AgentResponse, RequestTracker) {
         var prepared = try PreparedRequest(
             request,
             body: body,
             agentKeepAlive: self.configuration.keepAlive,
             decompression: self.configuration.decompression
         )
-        prepared.deadline = self.configuration.requestTimeout.map { start + TimeAmount($0) }
+        // The whole chain shares one deadline: it runs from the first hop's start.
+        prepared.deadline = self.configuration.requestTimeout.map { (chain?.startedAt ?? start) + TimeAmount($0) }
         let target = prepared.target
         let id = Self.requestIDs.withLockedValue { id in
             id += 1
             return id
         }
-        var observers = self.observers
-        if let observer { observers.append(observer) }
         let tracker = RequestTracker(
             request: ObservedRequest(
                 id: id,
@@ -107,10 +120,13 @@ public final class Agent: Sendable {
                 path: request.path ?? "/"
             ),
             observers: observers,
-            now: start
+            now: start,
+            chain: chain
         )
         do {
-            return try await self.execute(prepared, tracker: tracker)
+            var response = try await self.execute(prepared, tracker: tracker)
+            response.url = RequestURL(request).description
+            return (response, tracker)
         } catch let error as AgentError {
             throw tracker.fail(error)
         }
@@ -245,7 +261,8 @@ extension AgentResponse {
                 inflation: inflation
             ),
             connection: connection,
-            timingSource: .live(tracker)
+            timingSource: .live(tracker),
+            url: ""
         )
         self.decodedContentEncoding = decodedEncoding
     }

@@ -36,6 +36,10 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
             case decompressionFailed
             case decompressionLimitExceeded
             case poolWaitTimeout
+            case tooManyRedirects
+            case redirectLoop
+            case insecureRedirect
+            case invalidRedirect
             case cancelled
             case shutdown
         }
@@ -98,6 +102,14 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let decompressionLimitExceeded = Code(.decompressionLimitExceeded)
         /// The request waited longer than ``Agent/Configuration/poolWaitTimeout`` for a connection.
         public static let poolWaitTimeout = Code(.poolWaitTimeout)
+        /// The chain went past ``RedirectPolicy/maxRedirects`` redirects.
+        public static let tooManyRedirects = Code(.tooManyRedirects)
+        /// A redirect pointed back to a request already made in the chain (the same method and URL).
+        public static let redirectLoop = Code(.redirectLoop)
+        /// A redirect from `https` to `http`, which ``RedirectPolicy/allowsHTTPSToHTTP`` does not allow.
+        public static let insecureRedirect = Code(.insecureRedirect)
+        /// A redirect's `Location` is not a usable URL: an unsupported scheme, no host, credentials in it.
+        public static let invalidRedirect = Code(.invalidRedirect)
         /// The task running the request was cancelled.
         public static let cancelled = Code(.cancelled)
         /// The Agent was shut down.
@@ -125,6 +137,8 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
         case responseHead
         /// Reading the response body.
         case responseBody
+        /// Deciding whether to follow a redirect, once its response head had arrived.
+        case redirect
     }
 
     /// The kind of failure.
@@ -210,6 +224,7 @@ extension AgentError.Phase {
         case .requestWrite: "sending the request"
         case .responseHead: "reading the response head"
         case .responseBody: "reading the response body"
+        case .redirect: "following a redirect"
         }
     }
 }

@@ -12,6 +12,9 @@ public struct AgentResponse: Sendable {
     /// The `Content-Encoding` the Agent removed while decoding the body ("gzip" or "deflate"), or `nil`
     /// when the body is delivered as the server sent it. See ``Decompression``.
     public var decodedContentEncoding: String?
+    /// The URL this response came from: after redirects, the last one in the chain (curl's
+    /// `url_effective`). Without its fragment; with the scheme and authority as the request gave them.
+    public var url: String
 
     enum TimingSource: Sendable {
         case fixed(RequestTiming)
@@ -28,20 +31,29 @@ public struct AgentResponse: Sendable {
     ///   - body: the body.
     ///   - connection: facts about the connection.
     ///   - timing: the record ``timing`` returns; by default an empty one started now.
-    public init(head: HTTPResponse, body: ResponseBody, connection: ConnectionInfo, timing: RequestTiming? = nil) {
+    ///   - url: the URL the response came from.
+    public init(
+        head: HTTPResponse,
+        body: ResponseBody,
+        connection: ConnectionInfo,
+        timing: RequestTiming? = nil,
+        url: String = ""
+    ) {
         self.init(
             head: head,
             body: body,
             connection: connection,
-            timingSource: .fixed(timing ?? RequestTiming(startedAt: .now()))
+            timingSource: .fixed(timing ?? RequestTiming(startedAt: .now())),
+            url: url
         )
     }
 
-    init(head: HTTPResponse, body: ResponseBody, connection: ConnectionInfo, timingSource: TimingSource) {
+    init(head: HTTPResponse, body: ResponseBody, connection: ConnectionInfo, timingSource: TimingSource, url: String) {
         self.head = head
         self.body = body
         self.connection = connection
         self.timingSource = timingSource
+        self.url = url
     }
 
     /// Where the request's time went, as it stands.
@@ -55,6 +67,10 @@ public struct AgentResponse: Sendable {
         case .live(let tracker): tracker.timing
         }
     }
+
+    /// How many redirects the Agent followed to get this response (curl's `num_redirects`); see
+    /// ``RequestTiming/hops`` for each one's record.
+    public var redirectCount: Int { self.timing.redirectCount }
 
     /// The response status.
     public var status: HTTPResponse.Status { self.head.status }

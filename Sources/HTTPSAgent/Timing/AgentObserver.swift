@@ -17,6 +17,13 @@ public import HTTPTypes
 /// ``responseBodyFinished(_:bytes:)`` and ``requestFinished(_:timing:)``; or, at any point after
 /// ``requestQueued(_:)``, ``requestFailed(_:error:timing:)``. Exactly one of the last two ends every
 /// request.
+///
+/// Each hop of a redirect chain is a request of its own, with its own ``ObservedRequest/id`` and its own
+/// record (see <doc:Redirects>). When the Agent follows a redirect, the hop ends as its discarded body
+/// does (``requestFinished(_:timing:)``, or ``requestFailed(_:error:timing:)`` for a body too long to
+/// read), then ``requestRedirected(_:response:next:)`` tells of the redirect, and the next hop starts with
+/// its own ``requestQueued(_:)``. A redirect the Agent refuses (too many, a loop, `https` to `http`) ends
+/// its hop normally; the caller gets the error.
 public protocol AgentObserver: Sendable {
     /// The request is waiting for a connection (free, new, or the next one released).
     func requestQueued(_ request: ObservedRequest)
@@ -64,6 +71,16 @@ public protocol AgentObserver: Sendable {
     /// The request failed, at any point from the queue to the body's last byte. `timing` holds the
     /// milestones it reached.
     func requestFailed(_ request: ObservedRequest, error: AgentError, timing: RequestTiming)
+    /// The response was a redirect the Agent follows: its body has been discarded (the request has
+    /// ended), and `next` is sent now, as a new request.
+    ///
+    /// - Parameters:
+    ///   - request: the hop that was redirected.
+    ///   - response: the redirect's status and header fields, `Location` included.
+    ///   - next: the request the Agent sends next: the method, URL and header fields it will carry
+    ///     (credentials included when kept), before the fields the Agent adds (`Host`, framing,
+    ///     `Accept-Encoding`).
+    func requestRedirected(_ request: ObservedRequest, response: HTTPResponse, next: HTTPRequest)
 
     /// An origin's pool changed: a connection was leased, freed, opened or closed, or a request started
     /// or stopped waiting. Only observers installed on the Agent receive it.
@@ -89,6 +106,7 @@ extension AgentObserver {
     public func responseBodyFinished(_ request: ObservedRequest, bytes: Int) {}
     public func requestFinished(_ request: ObservedRequest, timing: RequestTiming) {}
     public func requestFailed(_ request: ObservedRequest, error: AgentError, timing: RequestTiming) {}
+    public func requestRedirected(_ request: ObservedRequest, response: HTTPResponse, next: HTTPRequest) {}
     public func poolChanged(_ pool: AgentStats.OriginStats) {}
 }
 

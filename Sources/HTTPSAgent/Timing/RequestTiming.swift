@@ -29,6 +29,12 @@ public import NIOCore
 ///
 /// A response's record is complete once its body has been read to the end (``isComplete``); until then
 /// ``end`` is `nil` and ``total`` counts to the last milestone reached.
+///
+/// After redirects (see <doc:Redirects>) the record of the response or error covers the whole chain:
+/// ``startedAt`` is the start of the first request, ``redirectTime`` is how long the earlier hops took
+/// before the final one started, and the milestones are those of the final hop, placed on the chain's
+/// timeline (each is at least ``redirectTime``). ``redirectTime`` and the seven phases then add up to
+/// ``total``. ``hops`` holds each earlier hop's own record.
 public struct RequestTiming: Sendable, Hashable {
     /// When the request started, on NIO's monotonic clock.
     public var startedAt: NIODeadline
@@ -102,6 +108,20 @@ public struct RequestTiming: Sendable, Hashable {
     /// so this is final once the reader has reached the body's end, which can be after ``end``.
     public var decodedBodyBytes: Int?
 
+    /// How long the redirects before this request took: from ``startedAt`` to the start of the final hop
+    /// (curl's `time_redirect`). Zero without redirects.
+    ///
+    /// It is the first phase of the record: ``redirectTime`` and the seven phases from ``queueWait`` to
+    /// ``transfer`` add up to ``total``.
+    public var redirectTime: Duration
+    /// The records of the hops that answered with a redirect the Agent followed, in order, each on its own
+    /// timeline (its ``startedAt`` is when that hop started). Empty without redirects. The milestones,
+    /// connection facts and byte counts of this record are those of the final hop.
+    public var hops: [RequestTiming]
+    /// How many redirects were followed before the final hop (curl's `num_redirects`): the number of
+    /// ``hops``.
+    public var redirectCount: Int { self.hops.count }
+
     /// Creates a record, e.g. to stand in for the Agent in a test. Every milestone starts `nil`.
     public init(startedAt: NIODeadline) {
         self.startedAt = startedAt
@@ -112,6 +132,8 @@ public struct RequestTiming: Sendable, Hashable {
         self.wireBytesReceived = 0
         self.bodyBytesSent = 0
         self.bodyBytesReceived = 0
+        self.redirectTime = .zero
+        self.hops = []
     }
 
     /// Whether the request ended: its body was received in full, or it failed.
@@ -120,7 +142,8 @@ public struct RequestTiming: Sendable, Hashable {
     // MARK: - Phases
 
     /// Time spent waiting for a connection: for a free one, for a slot under the pool's limits, or for
-    /// the request ahead in line. Zero when the request started its own dial at once.
+    /// the request ahead in line. Zero when the request started its own dial at once. After redirects,
+    /// the final hop's wait: it starts at ``redirectTime``.
     public var queueWait: Duration { self.phase(0) }
     /// Time spent resolving the host name; zero on a reused connection.
     public var dns: Duration { self.phase(1) }
@@ -140,7 +163,8 @@ public struct RequestTiming: Sendable, Hashable {
     /// Time from the start to ``end``, or to the last milestone reached while the body still streams.
     public var total: Duration { self.boundaries[7] }
 
-    /// The eight boundaries of the seven phases, from the start (zero) to the end.
+    /// The eight boundaries of the seven phases, from the start of the final hop (``redirectTime``, zero
+    /// without redirects) to the end.
     ///
     /// A milestone the request did not need (DNS, connect and TLS on a reused connection, TLS for
     /// `http`) equals the one before it, so its phase lasts zero. The first milestone the request did not
@@ -160,7 +184,7 @@ public struct RequestTiming: Sendable, Hashable {
             written,
             self.firstByte,
         ]
-        var result = InlineArray<8, Duration>(repeating: .zero)
+        var result = InlineArray<8, Duration>(repeating: self.redirectTime)
         var stopped = false
         for index in milestones.indices {
             let previous = result[index]
@@ -185,30 +209,68 @@ extension RequestTiming {
     /// The names ``curlVariable(_:)`` knows, in curl's order.
     public static let curlVariableNames = [
         "time_queue", "time_namelookup", "time_connect", "time_appconnect", "time_pretransfer",
-        "time_posttransfer", "time_starttransfer", "time_total",
+        "time_posttransfer", "time_starttransfer", "time_total", "time_redirect",
     ]
 
-    /// The value of one of curl's `-w` timing variables, in seconds since the start.
+    /// The value of one of curl's `-w` timing variables, in seconds.
     ///
     /// Milestones the request did not reach or did not need are zero, as in curl: on a reused
     /// connection `time_namelookup`, `time_connect` and `time_appconnect` are 0.
     ///
+    /// After redirects the values mean what they mean in curl with `-L`: `time_total` is the whole
+    /// chain (``total``), `time_redirect` is ``redirectTime``, and each milestone variable, from
+    /// `time_queue` to `time_starttransfer`, adds up every hop's milestone measured from that hop's own
+    /// start ("the time from each request is added together", in curl's words). Those sums are not
+    /// points on the chain's timeline: read ``hops`` and the milestones for that.
+    ///
     /// - Parameter name: one of ``curlVariableNames``, e.g. `"time_starttransfer"`.
     /// - Returns: seconds, or `nil` for a name that is not a timing variable.
     public func curlVariable(_ name: String) -> Double? {
-        let value: Duration?
         switch name {
-        case "time_queue": value = self.queueEnd
-        case "time_namelookup": value = self.dnsEnd
-        case "time_connect": value = self.connectEnd
-        case "time_appconnect": value = self.tlsEnd
-        case "time_pretransfer": value = self.requestStart
-        case "time_posttransfer": value = self.requestEnd
-        case "time_starttransfer": value = self.firstByte
-        case "time_total": value = self.total
-        default: return nil
+        case "time_total": return self.total.seconds
+        case "time_redirect": return self.redirectTime.seconds
+        default: break
         }
-        return value.map(\.seconds) ?? 0
+        guard let final = self.milestone(named: name) else { return nil }
+        // The final hop's milestone from its own start, plus each earlier hop's from its start.
+        var sum = final.map { $0 - self.redirectTime } ?? .zero
+        for hop in self.hops {
+            sum += hop.milestone(named: name).flatMap { $0 } ?? .zero
+        }
+        return sum.seconds
+    }
+
+    /// The milestone behind a curl variable: `nil` for an unknown name, `.some(nil)` when not reached.
+    private func milestone(named name: String) -> Duration?? {
+        switch name {
+        case "time_queue": self.queueEnd
+        case "time_namelookup": self.dnsEnd
+        case "time_connect": self.connectEnd
+        case "time_appconnect": self.tlsEnd
+        case "time_pretransfer": self.requestStart
+        case "time_posttransfer": self.requestEnd
+        case "time_starttransfer": self.firstByte
+        default: nil
+        }
+    }
+
+    /// This hop's record placed after earlier hops: started at `chainStart`, its milestones moved by the
+    /// time from `chainStart` to its own start, which becomes ``redirectTime``.
+    func placed(after hops: [RequestTiming], chainStart: NIODeadline) -> RequestTiming {
+        guard !hops.isEmpty else { return self }
+        let (own, chain) = (self.startedAt.uptimeNanoseconds, chainStart.uptimeNanoseconds)
+        let shift: Duration = own > chain ? .nanoseconds(Int64(truncatingIfNeeded: own - chain)) : .zero
+        var placed = self
+        placed.startedAt = chainStart
+        placed.redirectTime = shift
+        placed.hops = hops
+        for path in [
+            \RequestTiming.queueEnd, \.dnsEnd, \.connectEnd, \.tlsEnd, \.requestStart, \.requestEnd, \.firstByte,
+            \.responseHead, \.end,
+        ] {
+            placed[keyPath: path] = placed[keyPath: path].map { $0 + shift }
+        }
+        return placed
     }
 }
 

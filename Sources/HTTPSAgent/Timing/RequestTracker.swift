@@ -8,9 +8,15 @@ import NIOCore
 /// Every milestone is taken from `NIODeadline.now()`. The record is behind a lock because the
 /// response's owner may read it from any task while the event loop still writes to it. Observers are
 /// called after the lock is released.
+///
+/// A tracker follows one hop of a redirect chain. Observers get the hop's own record; the caller (the
+/// response's ``timing``, an error's timing) gets it placed on the chain's timeline, after the earlier
+/// hops.
 final class RequestTracker: Sendable {
     let request: ObservedRequest
     let observers: [any AgentObserver]
+    /// The hops before this one; `nil` for the first.
+    let chain: RedirectChain?
     private let state: NIOLockedValueBox<State>
 
     private struct State {
@@ -18,15 +24,31 @@ final class RequestTracker: Sendable {
         var ended = false
     }
 
-    init(request: ObservedRequest, observers: [any AgentObserver], now: NIODeadline) {
+    init(request: ObservedRequest, observers: [any AgentObserver], now: NIODeadline, chain: RedirectChain? = nil) {
         self.request = request
         self.observers = observers
+        self.chain = chain
         self.state = NIOLockedValueBox(State(timing: RequestTiming(startedAt: now)))
     }
 
-    /// The record as it stands.
+    /// The record as it stands, as the caller sees it: covering the redirects before this hop, if any.
     var timing: RequestTiming {
-        self.state.withLockedValue { $0.timing }
+        self.chained(self.state.withLockedValue { $0.timing })
+    }
+
+    /// This hop's own record as it stands. One that has not ended yet (its body was dropped and the
+    /// connection is still failing it) ends at `now` in the copy returned.
+    func hopTiming(now: NIODeadline) -> RequestTiming {
+        var timing = self.state.withLockedValue { $0.timing }
+        if timing.end == nil {
+            timing.end = self.offset(now, from: timing.startedAt)
+        }
+        return timing
+    }
+
+    private func chained(_ timing: RequestTiming) -> RequestTiming {
+        guard let chain else { return timing }
+        return timing.placed(after: chain.hops, chainStart: chain.startedAt)
     }
 
     @inline(__always)
@@ -112,11 +134,13 @@ final class RequestTracker: Sendable {
             return (state.timing, true)
         }
         error.dialTimeline = nil
-        error.timing = timing
         if first {
-            let reported = error
+            // Observers see the hop: its own record, in the error too.
+            var reported = error
+            reported.timing = timing
             self.emit { $0.requestFailed($1, error: reported, timing: timing) }
         }
+        error.timing = self.chained(timing)
         return error
     }
 
@@ -159,6 +183,11 @@ final class RequestTracker: Sendable {
         }
     }
 
+    /// The Agent follows the redirect in `response`: `next` is the request it sends next.
+    func redirected(response: HTTPResponse, next: HTTPRequest) {
+        self.emit { $0.requestRedirected($1, response: response, next: next) }
+    }
+
     func responseHead(_ status: HTTPResponse.Status, now: NIODeadline) {
         let open = self.update { timing in
             timing.responseHead = self.offset(now, from: timing.startedAt)
@@ -198,5 +227,12 @@ final class RequestTracker: Sendable {
         self.emit { $0.responseBodyFinished($1, bytes: bodyBytes) }
         self.emit { $0.requestFinished($1, timing: timing) }
     }
+}
 
+/// The hops of a redirect chain before the current one.
+struct RedirectChain: Sendable {
+    /// When the first hop started.
+    var startedAt: NIODeadline
+    /// Each earlier hop's own record.
+    var hops: [RequestTiming]
 }

@@ -314,6 +314,7 @@ struct RedirectTests {
             #expect(error?.host == "localhost")
             #expect(error?.message.contains("after 3 redirects") == true, "\(String(describing: error))")
             #expect(error?.timing?.redirectCount == 3)
+            #expect(error?.url == server.url("/chain/1"), "the hop whose redirect was refused")
             #expect(error?.timing?.statusCode == 302)
             #expect(server.stats.requests == 4, "the fourth redirect is not followed")
             try await Self.expectPoolServes(agent, server, accepted: 1)
@@ -341,6 +342,7 @@ struct RedirectTests {
             #expect(error?.phase == .redirect)
             #expect(error?.description.contains("GET \(server.url("/loop/a"))") == true, "\(String(describing: error))")
             #expect(error?.timing?.redirectCount == 1)
+            #expect(error?.url == server.url("/loop/b"))
             #expect(server.stats.requests == 2, "a, b, and not a again")
             try await Self.expectPoolServes(agent, server, accepted: 1)
 
@@ -464,6 +466,7 @@ struct RedirectTests {
             let error = await agentError { _ = try await agent.get(url) }
             #expect(error?.code == .connectFailed)
             #expect(error?.host == "127.0.0.1")
+            #expect(error?.url == "https://127.0.0.1:\(port)/")
             let timing = try #require(error?.timing)
             #expect(timing.redirectCount == 1 && timing.redirectTime > .zero)
             #expect(timing.hops.first?.statusCode == 302)

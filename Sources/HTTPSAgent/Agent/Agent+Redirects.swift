@@ -34,10 +34,24 @@ extension Agent {
         observer: (any AgentObserver)? = nil,
         redirects: RedirectPolicy
     ) async throws -> AgentResponse {
+        var follower = RedirectFollower(request: request, body: body, policy: redirects)
+        do {
+            return try await self.follow(&follower, observer: observer)
+        } catch var error as AgentError where error.timing != nil {
+            // A request that started: name the URL it was at.
+            error.url = error.url ?? follower.url.description
+            throw error
+        }
+    }
+
+    /// Sends the follower's requests until one is not followed.
+    private func follow(
+        _ follower: inout RedirectFollower,
+        observer: (any AgentObserver)?
+    ) async throws -> AgentResponse {
         let start = NIODeadline.now()
         var observers = self.observers
         if let observer { observers.append(observer) }
-        var follower = RedirectFollower(request: request, body: body, policy: redirects)
         var hops: [RequestTiming] = []
         while true {
             let chain = hops.isEmpty ? nil : RedirectChain(startedAt: start, hops: hops)

@@ -163,6 +163,9 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
     public var requestMayHaveBeenSent: Bool
     /// A lower-level error that caused this one, described.
     public var underlying: String?
+    /// The URL of the request that failed, if it started (`nil` with ``timing``): after redirects, the
+    /// URL of the hop that failed or whose redirect was refused (curl's `url_effective`).
+    public var url: String?
     /// The timing record of the failed request: the milestones it reached before it failed, e.g. DNS
     /// and connect for a refused TLS handshake. `nil` for a request rejected before it started (an
     /// invalid URL or header).

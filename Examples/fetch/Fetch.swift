@@ -20,7 +20,8 @@ struct Fetch: AsyncParsableCommand {
             Bodies go to standard output (or to the file given with -o, or with -O to files named like the \
             URLs). With several transfers, a line per transfer on standard error shows which connection \
             carried it and whether it was reused. Exit codes follow curl's: 6 DNS, 7 connect, 28 timeout, \
-            35 TLS, 60 certificate verification, 22 an HTTP error with -f, 23 a write error.
+            35 TLS, 60 certificate verification, 22 an HTTP error with -f, 23 a write error, 47 too many \
+            redirects (with -L).
 
             Run `fetch --demo` to see pooling against a local HTTPS server, with no network needed.
             """
@@ -63,9 +64,10 @@ struct Fetch: AsyncParsableCommand {
             discussion: """
                 @FILE reads the format from FILE (@- from standard input). Variables: time_namelookup, \
                 time_connect, time_appconnect, time_pretransfer, time_posttransfer, time_starttransfer, \
-                time_total, time_redirect, http_code, size_download, speed_download, num_connects, remote_ip, \
-                remote_port, local_ip, local_port, ssl_verify_result, url_effective, errormsg, exitcode; and \
-                ours: time_queue, reused, resumed, tls_version, tls_cipher. Escapes: \\n \\r \\t.
+                time_total, time_redirect, http_code, size_download, speed_download, num_connects, \
+                num_redirects, remote_ip, remote_port, local_ip, local_port, ssl_verify_result, url, \
+                url_effective, errormsg, exitcode; and ours: time_queue, reused, resumed, tls_version, \
+                tls_cipher. Escapes: \\n \\r \\t.
                 """,
             valueName: "FORMAT"
         )
@@ -74,6 +76,9 @@ struct Fetch: AsyncParsableCommand {
 
     @OptionGroup(title: "Request")
     var request: RequestOptions
+
+    @OptionGroup(title: "Request")
+    var redirects: RedirectOptions  // -L, --max-redirs (RedirectOptions.swift)
 
     @OptionGroup(title: "Connections")
     var connection: ConnectionOptions
@@ -137,6 +142,7 @@ struct Fetch: AsyncParsableCommand {
         let sessionFile = self.tls.apply(to: &configuration)  // TLS flags; loads --session-file
         defer { sessionFile.save() }  // at every exit, failed transfers too
         self.connection.apply(to: &configuration)
+        self.redirects.apply(to: &configuration)  // as in curl, no redirects followed without -L
         // curl decodes only with --compressed; the library's default is to ask and decode.
         configuration.decompression = self.request.compressed ? .enabled : .disabled
         let settings = TransferSettings(
@@ -228,6 +234,9 @@ struct Fetch: AsyncParsableCommand {
     /// curl's exit codes for the failures curl users script against.
     static func curlExitCode(for error: AgentError) -> Int32 {
         switch error.code {
+        // 47 for too many redirects or a loop, and the other refused redirects: RedirectOptions.swift.
+        case .tooManyRedirects, .redirectLoop, .insecureRedirect, .invalidRedirect:
+            RedirectOptions.curlExitCode(for: error) ?? 47
         case .invalidRequest: 3
         case .dnsFailed: 6
         case .connectFailed: 7

@@ -10,6 +10,7 @@ import HTTPTypes
 /// | key | value |
 /// | --- | --- |
 /// | `url`, `method` | the request |
+/// | `url_effective` | the URL the transfer ended at: after redirects (-L), the last one; else `url` |
 /// | `status` | the response status code; `null` when no response head arrived |
 /// | `error` | `null` when the transfer succeeded, else `{code, phase, message, exit_code}`: the ``AgentError`` code and phase names (e.g. `"connectFailed"`, `"connect"`; `"httpError"` for -f, `"maxTimeExceeded"` for -m, `"writeFailed"`, with a null phase when the Agent did not fail), the one-line message, and fetch's curl-style exit code |
 /// | `reused` | whether the request went on a connection opened before it |
@@ -17,11 +18,12 @@ import HTTPTypes
 /// | `connection` | the Agent's connection id (`#1`, `#2`… in fetch's progress lines) |
 /// | `remote_ip`, `remote_port`, `local_ip`, `local_port` | the connection's addresses |
 /// | `tls_version`, `tls_cipher`, `alpn` | e.g. `"TLSv1.3"`, `"TLS_AES_256_GCM_SHA384"`; `null` for `http` |
-/// | `milestones` | `queue_end`, `dns_end`, `connect_end`, `tls_end`, `request_start`, `request_end`, `first_byte`, `response_head`, `end`: seconds from the start; `null` when not reached or not needed (a reused connection has no `dns_end`, `connect_end` or `tls_end`) |
-/// | `phases` | `queue`, `dns`, `connect`, `tls`, `request_write`, `ttfb`, `transfer`: the gaps between the milestones, in seconds; a phase the request skipped or never reached is 0, the phase it failed in lasts until the failure |
+/// | `milestones` | `queue_end`, `dns_end`, `connect_end`, `tls_end`, `request_start`, `request_end`, `first_byte`, `response_head`, `end`: seconds from the start; `null` when not reached or not needed (a reused connection has no `dns_end`, `connect_end` or `tls_end`); after redirects, the final request's, from the start of the first |
+/// | `phases` | `redirect` (the time of the redirects before the final request, curl's `time_redirect`; 0 without), `queue`, `dns`, `connect`, `tls`, `request_write`, `ttfb`, `transfer`: the gaps between the milestones, in seconds; a phase the request skipped or never reached is 0, the phase it failed in lasts until the failure |
 /// | `total` | seconds from the start to the end; the phases add up to it (up to rounding to microseconds) |
 /// | `bytes` | `body_sent`, `body_received`: body bytes; `wire_sent`, `wire_received`: bytes on the socket, TLS records included |
 /// | `attempts` | connections the request was tried on (more than 1 after a stale kept-alive connection) |
+/// | `redirects` | redirects followed (-L), curl's `num_redirects` |
 /// | `idle_before_reuse` | seconds a reused connection had been idle in the pool; `null` on a new one |
 ///
 /// The keys are the same for every record, successful or not, so a reader never has to test for a
@@ -62,12 +64,14 @@ enum JSONRecord {
             ("response_head", timing?.responseHead), ("end", timing?.end),
         ]
         let phases: [(String, Duration?)] = [
-            ("queue", timing?.queueWait), ("dns", timing?.dns), ("connect", timing?.connect),
+            ("redirect", timing?.redirectTime), ("queue", timing?.queueWait), ("dns", timing?.dns),
+            ("connect", timing?.connect),
             ("tls", timing?.tlsHandshake), ("request_write", timing?.requestWrite),
             ("ttfb", timing?.timeToFirstByte), ("transfer", timing?.transfer),
         ]
         return [
             ("url", .string(transfer.url)),
+            ("url_effective", .string(transfer.effectiveURL ?? transfer.url)),
             ("method", .string(transfer.method.rawValue)),
             ("status", .optional(timing?.statusCode, JSONValue.integer)),
             ("error", error),
@@ -94,6 +98,7 @@ enum JSONRecord {
                 ])
             ),
             ("attempts", .optional(timing?.attempts, JSONValue.integer)),
+            ("redirects", .integer(timing?.redirectCount ?? 0)),
             ("idle_before_reuse", .optional(timing?.idleTimeBeforeReuse, JSONValue.seconds)),
         ]
     }

@@ -85,19 +85,21 @@ struct TransferRunner: Sendable {
     }
 
     private func perform(url: String, into result: inout TransferResult) async {
+        var shown: VerboseRequest?
         do {
             let request = try HTTPRequest(
                 method: self.settings.method,
                 url: url,
                 headerFields: self.settings.headerFields
             )
-            let shown = self.verbose?.request(request, bodyLength: self.settings.body?.readableBytes)
+            shown = self.verbose?.request(request, bodyLength: self.settings.body?.readableBytes)
             let response = try await self.agent.execute(
                 request,
                 body: self.settings.body.map { .bytes($0) },
                 observer: shown
             )
             shown?.received(response)
+            result.transfer.effectiveURL = response.url
             result.status = response.status
             result.connection = response.connection
             result.transfer.timing = response.timing
@@ -137,6 +139,8 @@ struct TransferRunner: Sendable {
             }
             result.transfer.timing = response.timing
         } catch let error as AgentError {
+            shown?.failed()  // a refused redirect's head, not returned, still shows in -v
+            result.transfer.effectiveURL = error.url
             result.transfer.error = error
             result.transfer.timing = error.timing ?? result.transfer.timing
             result.transfer.exitCode = Fetch.curlExitCode(for: error)

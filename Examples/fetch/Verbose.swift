@@ -248,32 +248,86 @@ private struct ConnectionLines: AgentObserver {
 
 /// Reports one request: connection reuse, its head as written, its response head, whether the
 /// connection stays open, and failures after the dial.
+///
+/// With -L it reports every hop the same way: the Agent tells it of each redirect it follows
+/// (``requestRedirected(_:response:next:)``), with the redirect's head to print and the request sent
+/// next, whose head the next hop then shows.
 final class VerboseRequest: AgentObserver {
     private struct State {
         var request: UInt64?
         var connection: Int?
+        /// The request of the current hop, and the length of the body it carries.
+        var current: HTTPRequest
+        var bodyLength: Int?
+        /// The status of a response head that arrived and is not printed yet.
+        var unprintedStatus: HTTPResponse.Status?
+        /// Whether the current hop failed (a redirect's body too long to read).
+        var hopFailed = false
     }
 
     private let log: Verbose
-    private let request: HTTPRequest
-    private let bodyLength: Int?
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     fileprivate init(log: Verbose, request: HTTPRequest, bodyLength: Int?) {
         self.log = log
-        self.request = request
-        self.bodyLength = bodyLength
+        self.state = Mutex(State(current: request, bodyLength: bodyLength))
     }
 
     /// Prints the response head. Call it as soon as ``Agent/execute(_:body:observer:)`` returns.
     func received(_ response: AgentResponse) {
-        var lines = ["< HTTP/1.1 \(response.status.code) \(response.status.reasonPhrase)"]
-        for field in response.headerFields {
+        self.printHead(response.head, connection: response.connection.id)
+    }
+
+    /// The request failed after a response head arrived that was not returned (a redirect the Agent
+    /// refused): prints its status line, so that the connection's later lines are not held back.
+    func failed() {
+        let (id, connection, status) = self.state.withLock { ($0.request, $0.connection, $0.unprintedStatus) }
+        guard let connection, let status else { return }
+        self.state.withLock { $0.unprintedStatus = nil }
+        self.log.printHead(
+            ["< HTTP/1.1 \(status.code) \(status.reasonPhrase)", "<"],
+            request: id,
+            connection: connection
+        )
+    }
+
+    private func printHead(_ head: HTTPResponse, connection: Int) {
+        var lines = ["< HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)"]
+        for field in head.headerFields {
             lines.append("< \(field.name.rawName): \(field.value)")
         }
         lines.append("<")
-        let id = self.state.withLock { $0.request }
-        self.log.printHead(lines, request: id, connection: response.connection.id)
+        let id = self.state.withLock { state in
+            state.unprintedStatus = nil
+            return state.request
+        }
+        self.log.printHead(lines, request: id, connection: connection)
+    }
+
+    /// The Agent follows a redirect: print its head, what became of its body and connection, and the URL
+    /// of the next hop, whose head comes next.
+    func requestRedirected(_ request: ObservedRequest, response: HTTPResponse, next: HTTPRequest) {
+        let (connection, failed) = self.state.withLock { ($0.connection, $0.hopFailed) }
+        guard let connection else { return }
+        self.printHead(response, connection: connection)
+        var lines = ["* Ignoring the response-body"]
+        let (closed, host) = self.log.connection(connection)
+        let closing = response.headerFields[.connection]?.lowercased().contains("close") == true
+        if !failed && !closed && !closing {
+            let name = host.map { " to host \($0)" } ?? ""
+            lines.append("* Connection #\(connection)\(name) left intact")
+        }
+        let url = "\(next.scheme ?? "https")://\(next.authority ?? "")\(next.path ?? "/")"
+        lines.append("* Issue another request to this URL: '\(url)'")
+        self.say(request, lines)
+        self.state.withLock { state in
+            // 303, and a method changed to GET, leave the body behind.
+            if response.status.code == 303 || next.method != state.current.method {
+                state.bodyLength = nil
+            }
+            state.current = next
+            state.hopFailed = false
+        }
     }
 
     /// Says whether the connection stays open. Call it once the body has been read to its end.
@@ -309,12 +363,17 @@ final class VerboseRequest: AgentObserver {
     }
 
     func responseHeadReceived(_ request: ObservedRequest, status: HTTPResponse.Status) {
-        if let connection = self.state.withLock({ $0.connection }) {
+        let connection = self.state.withLock { state in
+            state.unprintedStatus = status
+            return state.connection
+        }
+        if let connection {
             self.log.awaitHead(request: request.id, connection: connection)
         }
     }
 
     func requestFailed(_ request: ObservedRequest, error: AgentError, timing: RequestTiming) {
+        self.state.withLock { $0.hopFailed = true }
         switch error.phase {
         case .dns, .connect, .tlsHandshake:
             break  // the connection's lines told it
@@ -326,10 +385,11 @@ final class VerboseRequest: AgentObserver {
     /// The head as the Agent writes it: the request line, `Host` from the authority, the caller's fields
     /// less the framing ones, which the Agent sets itself, then `Connection` and `Content-Length`.
     private func headLines(_ request: ObservedRequest) -> [String] {
+        let (sent, bodyLength) = self.state.withLock { ($0.current, $0.bodyLength) }
         var lines = ["> \(request.method.rawValue) \(request.path) HTTP/1.1"]
-        lines.append("> Host: \(self.request.authority ?? request.host)")
+        lines.append("> Host: \(sent.authority ?? request.host)")
         let keepAlive = self.log.keepAlive
-        for field in self.request.headerFields {
+        for field in sent.headerFields {
             switch field.name.canonicalName {
             case "host", "transfer-encoding", "content-length": continue
             case "connection" where !keepAlive: continue
@@ -339,13 +399,13 @@ final class VerboseRequest: AgentObserver {
         if !keepAlive {
             lines.append("> Connection: close")
         }
-        if self.log.asksForCompression && self.request.headerFields[.acceptEncoding] == nil {
+        if self.log.asksForCompression && sent.headerFields[.acceptEncoding] == nil {
             lines.append("> Accept-Encoding: gzip, deflate")
         }
         let expectsBody = [.post, .put, .patch].contains(request.method)
-        if let length = self.bodyLength, length > 0 || expectsBody {
+        if let length = bodyLength, length > 0 || expectsBody {
             lines.append("> Content-Length: \(length)")
-        } else if self.bodyLength == nil && expectsBody {
+        } else if bodyLength == nil && expectsBody {
             lines.append("> Content-Length: 0")
         }
         lines.append(">")

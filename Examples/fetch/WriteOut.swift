@@ -9,7 +9,10 @@ import HTTPTypes
 struct WriteOut {
     /// What one transfer left behind.
     struct Transfer: Sendable {
+        /// The URL as given.
         var url: String
+        /// The URL the transfer ended at, after redirects (-L), when it got that far.
+        var effectiveURL: String?
         var method: HTTPRequest.Method = .get
         var timing: RequestTiming?
         /// Body bytes received.
@@ -77,8 +80,6 @@ struct WriteOut {
     static func value(of name: String, _ transfer: Transfer) -> String? {
         let timing = transfer.timing
         if name.hasPrefix("time_") {
-            // No redirects are followed yet, so no time goes to them.
-            if name == "time_redirect" { return Self.seconds(0) }
             guard RequestTiming.curlVariableNames.contains(name) else { return nil }
             return Self.seconds(timing?.curlVariable(name) ?? 0)
         }
@@ -92,8 +93,9 @@ struct WriteOut {
             let total = timing?.curlVariable("time_total") ?? 0
             return total > 0 ? String(Int(Double(transfer.sizeDownload) / total)) : "0"
         case "num_connects":
-            guard let timing, timing.connectEnd != nil else { return "0" }
-            return timing.reusedConnection ? "0" : "1"
+            // With -L, the connections every hop opened.
+            guard let timing else { return "0" }
+            return String((timing.hops + [timing]).count { $0.connectEnd != nil && !$0.reusedConnection })
         case "remote_ip":
             return timing?.remoteAddress ?? ""
         case "remote_port":
@@ -104,8 +106,12 @@ struct WriteOut {
             return timing?.localPort.map(String.init) ?? ""
         case "ssl_verify_result":
             return String(transfer.error?.verifyResult ?? 0)
-        case "url_effective", "url":
+        case "url_effective":
+            return transfer.effectiveURL ?? transfer.url
+        case "url":
             return transfer.url
+        case "num_redirects":
+            return String(timing?.redirectCount ?? 0)
         case "errormsg":
             return transfer.errorMessage ?? ""
         case "exitcode":

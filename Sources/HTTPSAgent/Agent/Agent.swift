@@ -125,7 +125,7 @@ public final class Agent: Sendable {
         )
         do {
             var response = try await self.execute(prepared, tracker: tracker)
-            response.url = RequestURL(request).description
+            response.url = RequestURL.string(of: request)
             return (response, tracker)
         } catch let error as AgentError {
             throw tracker.fail(error)

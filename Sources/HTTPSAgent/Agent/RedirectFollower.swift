@@ -23,18 +23,37 @@ struct RedirectFollower {
     private(set) var request: HTTPRequest
     /// Its body; `nil` once a redirect changed the method to `GET`.
     private(set) var body: RequestBody?
-    /// The current hop's URL.
-    private(set) var url: RequestURL
     /// Redirects followed so far.
     private(set) var followed = 0
-    /// The first request's origin: the only one that gets its credentials.
-    private let firstOrigin: OriginKey?
     /// The caller's header fields, which every hop starts from.
     private let fields: HTTPFields
     /// Whether a redirect turned the request into a `GET` (or `HEAD`) without a body; it stays one.
     private var bodyDropped = false
-    /// "METHOD scheme://host:port/path?query" of every request made in the chain.
-    private var seen: Set<String> = []
+    /// What a chain keeps track of, worked out at the first redirect: most requests never get one.
+    private var chain: Chain?
+
+    private struct Chain {
+        /// The current hop's URL.
+        var url: RequestURL
+        /// The first request's origin: the only one that gets its credentials.
+        var firstOrigin: OriginKey?
+        /// "METHOD scheme://host:port/path?query" of every request made in the chain.
+        var seen: Set<String> = []
+
+        init(first request: HTTPRequest) {
+            self.url = RequestURL(request)
+            let target = try? RequestTarget(request)
+            self.firstOrigin = target.map(OriginKey.init)
+            if let target {
+                self.seen.insert(RedirectFollower.key(request.method, self.url, target))
+            }
+        }
+    }
+
+    /// The current hop's URL.
+    var url: RequestURL {
+        self.chain?.url ?? RequestURL(self.request)
+    }
 
     /// Statuses whose `Location` is followed.
     static let followedStatuses: Set<Int> = [301, 302, 303, 307, 308]
@@ -51,12 +70,6 @@ struct RedirectFollower {
         self.request = request
         self.body = body
         self.fields = request.headerFields
-        self.url = RequestURL(request)
-        let target = try? RequestTarget(request)
-        self.firstOrigin = target.map(OriginKey.init)
-        if let target {
-            self.seen.insert(Self.key(request.method, self.url, target))
-        }
     }
 
     /// Decides what to do with `response`, the answer to ``request``, and on ``Decision/follow`` moves to
@@ -67,6 +80,7 @@ struct RedirectFollower {
             location.contains(where: { $0 != " " && $0 != "\t" })
         else { return .deliver }
 
+        var chain = self.chain ?? Chain(first: self.request)
         let code = response.status.code
         let method = self.request.method
         var nextMethod = method
@@ -86,14 +100,14 @@ struct RedirectFollower {
         let next: RequestURL
         let target: RequestTarget
         do throws(RequestURL.ResolutionError) {
-            next = try self.url.resolving(location)
+            next = try chain.url.resolving(location)
             target = try Self.target(next)
         } catch {
             return .refuse(
                 self.error(.invalidRedirect, "the redirect's Location \"\(location)\" is unusable: \(error.message)")
             )
         }
-        if self.url.scheme == "https" && next.scheme == "http" && !self.policy.allowsHTTPSToHTTP {
+        if chain.url.scheme == "https" && next.scheme == "http" && !self.policy.allowsHTTPSToHTTP {
             return .refuse(
                 self.error(
                     .insecureRedirect,
@@ -102,7 +116,7 @@ struct RedirectFollower {
             )
         }
         let key = Self.key(nextMethod, next, target)
-        if self.seen.contains(key) {
+        if chain.seen.contains(key) {
             return .refuse(
                 self.error(
                     .redirectLoop,
@@ -126,7 +140,7 @@ struct RedirectFollower {
         if self.bodyDropped {
             for name in Self.bodyFields { fields[name] = nil }
         }
-        if OriginKey(target) != self.firstOrigin {
+        if OriginKey(target) != chain.firstOrigin {
             for name in Self.credentialFields { fields[name] = nil }
         }
         self.request = HTTPRequest(
@@ -137,8 +151,9 @@ struct RedirectFollower {
             headerFields: fields
         )
         if self.bodyDropped { self.body = nil }
-        self.url = next
-        self.seen.insert(key)
+        chain.url = next
+        chain.seen.insert(key)
+        self.chain = chain
         self.followed += 1
         return .follow
     }
@@ -170,7 +185,7 @@ struct RedirectFollower {
         }
     }
 
-    private static func key(_ method: HTTPRequest.Method, _ url: RequestURL, _ target: RequestTarget) -> String {
+    fileprivate static func key(_ method: HTTPRequest.Method, _ url: RequestURL, _ target: RequestTarget) -> String {
         "\(method.rawValue) \(target.scheme.rawValue)://\(target.host):\(target.port)\(url.pathAndQuery)"
     }
 

@@ -36,6 +36,11 @@ struct RequestURL: Sendable, Hashable, CustomStringConvertible {
         )
     }
 
+    /// The URL `request` is sent to, as text: what ``description`` would give, built in one piece.
+    static func string(of request: HTTPRequest) -> String {
+        "\(request.scheme?.lowercased() ?? "https")://\(request.authority ?? "")\(request.path ?? "/")"
+    }
+
     /// The path and query, as the request line carries them.
     var pathAndQuery: String {
         self.query.map { self.path + "?" + $0 } ?? self.path

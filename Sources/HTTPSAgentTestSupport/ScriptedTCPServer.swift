@@ -22,6 +22,9 @@ package final class ScriptedTCPServer: Sendable {
         /// Answers every request with `response`, and 50 ms after the first answer writes `unsolicited`
         /// to the then idle connection.
         case answerThenSendUnsolicited(response: String, unsolicited: String)
+        /// Answers each request (a head without a body) with what `answer` returns for its path, on any
+        /// connection; a request for a path it has no answer for (`nil`) gets a 404 with keep-alive.
+        case answer(@Sendable (_ path: String) -> ScriptedAnswer?)
     }
 
     private let channel: any Channel
@@ -73,6 +76,12 @@ package final class ScriptedTCPServer: Sendable {
                                 requests: requests,
                                 second: .drop(partial: partial)
                             )
+                        )
+                    }
+                case .answer(let answer):
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            ScriptedAnswerHandler(answer: answer, requests: requests)
                         )
                     }
                 case .answerThenSendUnsolicited(let response, let unsolicited):
@@ -161,6 +170,74 @@ private final class RequestCountingHandler: ChannelInboundHandler {
             if case .answerAndSendUnsolicited(let bytes) = self.second, self.answered == 1 {
                 context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(50)) {
                     context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: bytes)), promise: nil)
+                }
+            }
+        }
+    }
+}
+
+/// The bytes a ``ScriptedTCPServer`` sends for one request: written as `pieces`, each flushed on its own
+/// and 20 ms after the previous one (so that they most likely arrive in separate reads), then the
+/// connection closed if `close`.
+package struct ScriptedAnswer: Sendable {
+    package var pieces: [String]
+    package var close: Bool
+
+    /// Bytes written at once.
+    package init(_ bytes: String, close: Bool = false) {
+        self.pieces = [bytes]
+        self.close = close
+    }
+
+    package init(pieces: [String], close: Bool = false) {
+        self.pieces = pieces
+        self.close = close
+    }
+}
+
+private final class ScriptedAnswerHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let answer: @Sendable (String) -> ScriptedAnswer?
+    let requests: NIOLockedValueBox<Int>
+    var received = ""
+    /// Set once an answer closes the connection: later requests on it are not answered.
+    var closing = false
+
+    init(answer: @escaping @Sendable (String) -> ScriptedAnswer?, requests: NIOLockedValueBox<Int>) {
+        self.answer = answer
+        self.requests = requests
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.received += String(buffer: self.unwrapInboundIn(data))
+        while !self.closing, let end = self.received.range(of: "\r\n\r\n") {
+            let head = self.received[..<end.lowerBound]
+            self.received.removeSubrange(..<end.upperBound)
+            self.requests.withLockedValue { $0 += 1 }
+            // "GET /path HTTP/1.1": the second word.
+            let path = head.split(separator: " ", maxSplits: 2).dropFirst().first.map(String.init) ?? "/"
+            let answer =
+                self.answer(path) ?? ScriptedAnswer("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            self.closing = answer.close
+            self.write(answer.pieces[...], close: answer.close, context: context)
+        }
+    }
+
+    private func write(_ pieces: ArraySlice<String>, close: Bool, context: ChannelHandlerContext) {
+        guard let piece = pieces.first else {
+            if close { context.close(promise: nil) }
+            return
+        }
+        let written = context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: piece)))
+        let rest = pieces.dropFirst()
+        written.assumeIsolated().whenComplete { _ in
+            if rest.isEmpty {
+                self.write(rest, close: close, context: context)
+            } else {
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(20)) {
+                    self.write(rest, close: close, context: context)
                 }
             }
         }

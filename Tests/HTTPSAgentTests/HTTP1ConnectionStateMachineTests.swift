@@ -225,7 +225,7 @@ struct HTTP1ConnectionStateMachineTests {
         )
         #expect(Step(machine.responseBodyReceived()) == .forwardBody)
         #expect(Step(machine.responseBodyReceived()) == .forwardBody)
-        #expect(Step(machine.responseEndReceived()) == .finishBody(.release))
+        #expect(Step(machine.responseEndReceived(bytesFollow: false)) == .finishBody(.release))
         #expect(machine.isIdle)
         #expect(!machine.isCurrent(id: 1))
 
@@ -235,7 +235,7 @@ struct HTTP1ConnectionStateMachineTests {
             Step(machine.responseHeadReceived(keepAlive: true, closeDelimited: false))
                 == .deliverHead(closeDelimited: false)
         )
-        #expect(Step(machine.responseEndReceived()) == .finishBody(.release))
+        #expect(Step(machine.responseEndReceived(bytesFollow: false)) == .finishBody(.release))
         #expect(machine.isIdle)
     }
 
@@ -258,11 +258,23 @@ struct HTTP1ConnectionStateMachineTests {
         )
         #expect(Snapshot(machine) == .body(id: 1, complete: true, reusable: false, closeDelimited: closeDelimited))
         #expect(Step(machine.responseBodyReceived()) == .forwardBody)
-        #expect(Step(machine.responseEndReceived()) == .finishBody(.close))
+        #expect(Step(machine.responseEndReceived(bytesFollow: false)) == .finishBody(.close))
         #expect(Snapshot(machine) == .closing)
         #expect(Step(machine.requestStarted(id: 2, keepAlive: true)) == .rejectRequest)
         #expect(Step(machine.channelInactive()) == .reportClosed)
         #expect(Snapshot(machine) == .closed)
+    }
+
+    @Test func bytesAfterTheResponseEndCloseAReusableConnection() {
+        var machine = Machine()
+        _ = machine.requestStarted(id: 1, keepAlive: true)
+        _ = machine.requestFullyWritten(id: 1)
+        _ = machine.responseHeadReceived(keepAlive: true, closeDelimited: false)
+        #expect(Snapshot(machine) == .body(id: 1, complete: true, reusable: true, closeDelimited: false))
+        // The body completes: the response stands, but the connection is not handed out again.
+        #expect(Step(machine.responseEndReceived(bytesFollow: true)) == .finishBody(.close))
+        #expect(Snapshot(machine) == .closing)
+        #expect(Step(machine.requestStarted(id: 2, keepAlive: true)) == .rejectRequest)
     }
 
     @Test func earlyResponseBeforeTheRequestBodyWasWrittenCloses() {
@@ -273,7 +285,7 @@ struct HTTP1ConnectionStateMachineTests {
                 == .deliverHead(closeDelimited: false)
         )
         #expect(Step(machine.responseBodyReceived()) == .forwardBody)
-        #expect(Step(machine.responseEndReceived()) == .finishBody(.close))
+        #expect(Step(machine.responseEndReceived(bytesFollow: false)) == .finishBody(.close))
         #expect(Snapshot(machine) == .closing)
         #expect(!machine.acceptsRequestBody(id: 1))
     }
@@ -286,7 +298,7 @@ struct HTTP1ConnectionStateMachineTests {
                 == .deliverHead(closeDelimited: false)
         )
         _ = machine.requestFullyWritten(id: 1)
-        #expect(Step(machine.responseEndReceived()) == .finishBody(.release))
+        #expect(Step(machine.responseEndReceived(bytesFollow: false)) == .finishBody(.release))
         #expect(machine.isIdle)
     }
 
@@ -299,7 +311,7 @@ struct HTTP1ConnectionStateMachineTests {
         switch part {
         case "head": action = machine.responseHeadReceived(keepAlive: true, closeDelimited: false)
         case "body": action = machine.responseBodyReceived()
-        default: action = machine.responseEndReceived()
+        default: action = machine.responseEndReceived(bytesFollow: false)
         }
         #expect(Step(action) == .close)
         #expect(Snapshot(machine) == .closing)
@@ -312,7 +324,7 @@ struct HTTP1ConnectionStateMachineTests {
         let expected = Snapshot(machine)
         #expect(Step(machine.responseHeadReceived(keepAlive: true, closeDelimited: false)) == .none)
         #expect(Step(machine.responseBodyReceived()) == .none)
-        #expect(Step(machine.responseEndReceived()) == .none)
+        #expect(Step(machine.responseEndReceived(bytesFollow: false)) == .none)
         #expect(Snapshot(machine) == expected)
     }
 
@@ -344,7 +356,7 @@ struct HTTP1ConnectionStateMachineTests {
 
     @Test func abandonOfAFinishedRequestDoesNotDisturbTheNextOne() {
         var machine = Fixture.body.make()
-        #expect(Step(machine.responseEndReceived()) == .finishBody(.release))
+        #expect(Step(machine.responseEndReceived(bytesFollow: false)) == .finishBody(.release))
         // The consumer of request 1 drops its body late: the connection is idle and stays reusable.
         #expect(Step(machine.requestAbandoned(id: 1)) == .none)
         #expect(machine.isIdle)

@@ -69,6 +69,18 @@ extension Agent {
         /// from `https` to `http`, credentials kept to the first origin). Node and curl do not follow;
         /// Go and AsyncHTTPClient do. See ``RedirectPolicy``.
         public var redirects: RedirectPolicy
+        /// The most bytes a response head may take: the status line, the header fields and the blank
+        /// line that ends them, together with any informational (1xx) heads before it. A larger head
+        /// fails the request with ``AgentError/Code/responseHeadTooLarge`` and closes its connection.
+        /// Default: 64 KiB. Must be at least 1.
+        ///
+        /// The HTTP parser has its own limit of 80 KiB of field names and values, so a value above that
+        /// does not allow more fields than 80 KiB's worth; they fail with the same code.
+        public var maxResponseHeadSize: Int
+        /// The most header fields a response head may have. More fail the request with
+        /// ``AgentError/Code/responseHeadTooLarge`` and close its connection. Default: 100. Must be at
+        /// least 1.
+        public var maxResponseHeaderCount: Int
 
         /// Creates a configuration; every parameter has a default.
         public init(
@@ -85,7 +97,9 @@ extension Agent {
             tls: TLSConfiguration = TLSConfiguration(),
             sessionCache: TLSSessionCache? = TLSSessionCache(),
             decompression: Decompression = .enabled,
-            redirects: RedirectPolicy = .default
+            redirects: RedirectPolicy = .default,
+            maxResponseHeadSize: Int = 64 * 1024,
+            maxResponseHeaderCount: Int = 100
         ) {
             self.maxSocketsPerHost = maxSocketsPerHost
             self.maxFreeSocketsPerHost = maxFreeSocketsPerHost
@@ -104,6 +118,12 @@ extension Agent {
             self.maxRequestsPerConnection = nil
             self.requestTimeout = nil
             self.redirects = redirects
+            self.maxResponseHeadSize = maxResponseHeadSize
+            self.maxResponseHeaderCount = maxResponseHeaderCount
+        }
+
+        var responseHeadLimits: ResponseHeadLimits {
+            ResponseHeadLimits(maxSize: self.maxResponseHeadSize, maxFieldCount: self.maxResponseHeaderCount)
         }
 
         var poolLimits: PoolLimits {

@@ -53,6 +53,7 @@ public final class Agent: Sendable {
             connectTimeout: TimeAmount(configuration.connectTimeout),
             tlsHandshakeTimeout: TimeAmount(configuration.tlsHandshakeTimeout),
             readIdleTimeout: configuration.readIdleTimeout.map { TimeAmount($0) },
+            responseHeadLimits: configuration.responseHeadLimits,
             sessionCache: configuration.sessionCache
         )
         self.pool = ConnectionPool(limits: configuration.poolLimits, connector: connector, observers: observers)

@@ -29,6 +29,7 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
             case uncleanShutdown
             case responseBodyTruncated
             case malformedResponse
+            case responseHeadTooLarge
             case requestBodyFailed
             case requestBodyLengthMismatch
             case responseBodyTooLarge
@@ -88,6 +89,9 @@ public struct AgentError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let responseBodyTruncated = Code(.responseBodyTruncated)
         /// The server sent bytes that are not a valid HTTP/1.1 response.
         public static let malformedResponse = Code(.malformedResponse)
+        /// The response head was larger than ``Agent/Configuration/maxResponseHeadSize`` or had more
+        /// fields than ``Agent/Configuration/maxResponseHeaderCount``. The connection is closed.
+        public static let responseHeadTooLarge = Code(.responseHeadTooLarge)
         /// The request body sequence threw.
         public static let requestBodyFailed = Code(.requestBodyFailed)
         /// A streamed request body did not have the length it declared.

@@ -14,6 +14,8 @@ struct Connector: Sendable {
     let tlsHandshakeTimeout: TimeAmount
     /// How long an exchange may go without a byte from the server; `nil` waits forever.
     var readIdleTimeout: TimeAmount? = nil
+    /// The limits on a response head's size and field count.
+    var responseHeadLimits = ResponseHeadLimits()
     /// Where TLS sessions are found and kept; `nil` disables resumption.
     let sessionCache: TLSSessionCache?
     /// Run between the TLS handshake and adding the HTTP handlers, to let tests hold a connection in
@@ -496,10 +498,11 @@ struct Connector: Sendable {
                 delegate: delegate,
                 counter: try? sync.handler(type: ByteCounter.self),
                 events: events,
-                readIdleTimeout: self.readIdleTimeout
+                readIdleTimeout: self.readIdleTimeout,
+                headLimits: self.responseHeadLimits
             )
             let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop)
-            try sync.addHandler(UnsolicitedByteGuard(watch: handler.watch))
+            try sync.addHandler(ResponseByteGuard(watch: handler.watch))
             try sync.addHandler(HTTPRequestEncoder())
             try sync.addHandler(ByteToMessageHandler(decoder))
             try sync.addHandler(handler)

@@ -67,6 +67,17 @@ extension HTTP1ClientHandler {
             if let failure = error as? TLSFailure, failure.kind == .rejectedAfterHandshake {
                 return Connector.handshakeError(failure, host: self.host, port: self.port)
             }
+            if let tooLarge = error as? ResponseHeadTooLarge {
+                return self.error(.responseHeadTooLarge, .responseHead, tooLarge.description)
+            }
+            if let parserError = error as? HTTPParserError, parserError == .headerOverflow {
+                return self.error(
+                    .responseHeadTooLarge,
+                    .responseHead,
+                    "the response head's fields exceed the HTTP parser's limit (80 KiB)",
+                    underlying: error
+                )
+            }
             if Self.isMalformed(error) {
                 return self.error(
                     .malformedResponse,
@@ -179,6 +190,17 @@ extension HTTP1ClientHandler {
     static func isMalformed(_ error: any Error) -> Bool {
         error is HTTPParserError || error is NIOHTTPDecoderError || error is ByteToMessageDecoderError
             || error is UnsolicitedBytesError
+    }
+
+    /// How the guard below the decoder sees the body that follows `head`; `length` is its known length.
+    static func framing(of head: HTTPResponseHead, length: Int?, closeDelimited: Bool) -> ResponseByteWatch.Framing {
+        // After a 101 the bytes belong to another protocol.
+        if head.status.code == 101 { return .untilClose }
+        if let length { return .length(remaining: length) }
+        if closeDelimited { return .untilClose }
+        // Chunked: the end is a line feed the guard looks for. (Also a Content-Length too large for `Int`,
+        // a body that never completes; at worst its connection is closed for nothing.)
+        return .chunked
     }
 
     /// A response whose body ends when the connection does: no Content-Length, not chunked, and a

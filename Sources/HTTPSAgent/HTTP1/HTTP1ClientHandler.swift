@@ -54,9 +54,11 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     private var pendingRead = false
     /// The task streaming the current request's body, if any.
     private var upload: Task<Void, Never>?
-    /// Shared with the ``UnsolicitedByteGuard`` below the decoder: whether a response is expected, and
+    /// Shared with the ``ResponseByteGuard`` below the decoder: how the current response is framed, and
     /// how many raw bytes of it arrived.
-    let watch = ResponseByteWatch()
+    let watch: ResponseByteWatch
+    /// The most header fields a response head may have.
+    private let maxHeaderCount: Int
 
     /// The current request's timing record and observers.
     private var tracker: RequestTracker?
@@ -86,9 +88,12 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         delegate: any HTTP1ConnectionDelegate,
         counter: ByteCounter? = nil,
         events: ConnectionObservers,
-        readIdleTimeout: TimeAmount? = nil
+        readIdleTimeout: TimeAmount? = nil,
+        headLimits: ResponseHeadLimits = ResponseHeadLimits()
     ) {
         self.readIdleTimeout = readIdleTimeout
+        self.watch = ResponseByteWatch(maxHeadSize: headLimits.maxSize)
+        self.maxHeaderCount = Swift.max(1, headLimits.maxFieldCount)
         self.connectionID = connectionID
         self.host = host
         self.port = port
@@ -246,6 +251,11 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         if self.readIdleTimer != nil { self.armReadIdleTimer() }
         switch self.unwrapInboundIn(data) {
         case .head(let head):
+            guard head.headers.count <= self.maxHeaderCount else {
+                let limit = ResponseHeadTooLarge.Limit.fieldCount(count: head.headers.count, limit: self.maxHeaderCount)
+                self.run(self.machine.errorCaught(ResponseHeadTooLarge(limit: limit)))
+                return
+            }
             let closeDelimited = !self.currentRequestIsHead && Self.isCloseDelimited(head)
             // After a 101 the decoder stops parsing and the bytes belong to another protocol: never reuse.
             let keepAlive = head.isKeepAlive && head.status.code != 101
@@ -266,6 +276,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                     self.currentRequestIsHead || head.status.code < 200 || head.status.code == 204
                     || head.status.code == 304
                 let length = hasNoBody ? 0 : head.headers.first(name: "content-length").flatMap { Int($0) }
+                self.watch.headReceived(Self.framing(of: head, length: length, closeDelimited: closeDelimited))
                 if let tracker = self.tracker {
                     let status = HTTPResponse.Status(
                         code: Int(head.status.code),
@@ -292,7 +303,11 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                 self.run(action)
             }
         case .end:
-            self.run(self.machine.responseEndReceived())
+            // Bytes after the response's end: the server's framing is off, never take them for a next
+            // response. The response itself is complete.
+            let bytesFollow = self.watch.bytesFollow
+            if bytesFollow { self.closeReason = self.closeReason ?? .error }
+            self.run(self.machine.responseEndReceived(bytesFollow: bytesFollow))
         }
     }
 
@@ -389,7 +404,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     }
 
     private func exchangeEnded(_ then: HTTP1ConnectionStateMachine.Then, reason: ConnectionCloseReason) {
-        self.watch.exchangeEnded()
+        self.watch.exchangeEnded(released: then == .release)
         self.upload?.cancel()
         self.upload = nil
         switch then {

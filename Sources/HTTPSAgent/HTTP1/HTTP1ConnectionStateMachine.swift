@@ -4,7 +4,7 @@
 /// channel's events and performs the actions. It decides the two things that keep reuse safe: a
 /// connection becomes idle again only after the whole response was received, the whole request was
 /// written, and both sides allowed keep-alive; anything else (an error, an unsolicited byte, an
-/// abandoned body, an early response) closes it.
+/// abandoned body, an early response, bytes after the response's end) closes it.
 struct HTTP1ConnectionStateMachine {
     /// Legal moves: idle → inFlight → idle | closing; any → closing → closed; any → closed.
     enum State {
@@ -174,17 +174,21 @@ struct HTTP1ConnectionStateMachine {
         }
     }
 
-    mutating func responseEndReceived() -> Action {
+    /// The response is complete; `bytesFollow` if the server sent bytes after its end (framing gone
+    /// wrong: a Content-Length shorter than the body, a body after a 204), which make the connection
+    /// unusable.
+    mutating func responseEndReceived(bytesFollow: Bool) -> Action {
         switch self.state {
         case .inFlight(let exchange):
             guard case .body(let keepAlive, _) = exchange.response else {
                 preconditionFailure("response end before the head")
             }
-            if keepAlive && exchange.requestComplete {
+            if keepAlive && exchange.requestComplete && !bytesFollow {
                 self.state = .idle
                 return .finishBody(.release)
             }
-            // Not reusable, or the server answered before our request body was fully sent.
+            // Not reusable, bytes after the end, or the server answered before our request body was fully
+            // sent.
             self.state = .closing
             return .finishBody(.close)
         case .idle:

@@ -344,7 +344,7 @@ final class TestServerHandler: ChannelInboundHandler {
                 body: ByteBuffer(string: number >= 400 ? "status \(number)" : ""),
                 close: lastRequest
             )
-        case "gzip", "zlib", "rawdeflate", "gzip2", "bomb", "gzip-cut", "gzip-junk":
+        case "gzip", "zlib", "zlib-split", "rawdeflate", "gzip2", "bomb", "gzip-cut", "gzip-junk":
             self.sendEncoded(route, count: number, request: request, context: context, close: lastRequest)
         case "redirect", "chain", "loop", "inspect":
             // Redirect routes: TestHTTPServer+Redirects.swift.
@@ -385,7 +385,8 @@ final class TestServerHandler: ChannelInboundHandler {
     /// Compressed bodies: `/gzip/N`, `/zlib/N` and `/rawdeflate/N` send N payload bytes encoded (as
     /// "gzip", "deflate" and "deflate"); `/gzip2/N` two gzip members of N bytes each; `/bomb/N` N gzip
     /// members of 10 MB of zeros each (about 10 kB apiece); `/gzip-cut/N` a gzip stream missing its last
-    /// 10 bytes; `/gzip-junk/N` bytes that are not gzip at all. Sent chunked in 4 KiB pieces, so the
+    /// 10 bytes; `/gzip-junk/N` bytes that are not gzip at all; `/zlib-split/N` as `/zlib/N` with its
+    /// first byte sent alone. Sent chunked in 4 KiB pieces, so the
     /// client decodes as they come (HEAD gets a Content-Length instead).
     private func sendEncoded(
         _ route: String,
@@ -398,7 +399,7 @@ final class TestServerHandler: ChannelInboundHandler {
         var encoding = "gzip"
         var body: [UInt8]
         switch route {
-        case "zlib":
+        case "zlib", "zlib-split":
             encoding = "deflate"
             body = Compressor.compress(plain, format: .zlib)
         case "rawdeflate":
@@ -431,6 +432,20 @@ final class TestServerHandler: ChannelInboundHandler {
             head.headers.add(name: "X-Request-Accept-Encoding", value: accepted)
         }
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        if route == "zlib-split" && !self.respondingToHead {
+            // The first byte alone, the rest 100 ms later: the client must wait for a second byte to tell
+            // zlib-wrapped deflate from raw.
+            context.writeAndFlush(
+                self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body.prefix(1))))),
+                promise: nil
+            )
+            let rest = ByteBuffer(bytes: body.dropFirst())
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100)) {
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(rest))), promise: nil)
+                self.finish(context, close: close)
+            }
+            return
+        }
         if !self.respondingToHead {
             var offset = 0
             while offset < body.count {

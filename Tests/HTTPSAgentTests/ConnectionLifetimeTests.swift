@@ -60,6 +60,34 @@ struct ConnectionLifetimeDecisionTests {
         #expect(machine.leaseRequested(3, origin: origin, now: at(4)) == [.createConnection(id: 2, origin: origin)])
     }
 
+    @Test func aLeaseHandedBackUnusedDoesNotCountAndKeepsTheHint() {
+        var machine = PoolStateMachine(limits: limits(maxRequests: 1))
+        self.leaseNew(&machine, 1, id: 1, now: at(0))
+        // Its requester went away before sending anything: the connection still has its one request.
+        #expect(
+            machine.connectionReleased(1, now: at(1), unused: true) == [
+                .scheduleIdleTimer(connection: 1, deadline: at(31))
+            ]
+        )
+        #expect(
+            machine.leaseRequested(2, origin: origin, now: at(2)) == [.lease(connection: 1, request: 2, reused: true)]
+        )
+        #expect(machine.connectionReleased(1, now: at(3)) == [.closeConnection(1, reason: .expired)])
+
+        var hinted = PoolStateMachine(limits: limits())
+        self.leaseNew(&hinted, 1, id: 1, now: at(0))
+        _ = hinted.connectionReleased(1, now: at(1), keepAliveHint: .seconds(5))
+        #expect(
+            hinted.leaseRequested(2, origin: origin, now: at(2)) == [.lease(connection: 1, request: 2, reused: true)]
+        )
+        // Handed back unused: the server's hint from before still bounds its idle time.
+        #expect(
+            hinted.connectionReleased(1, now: at(3), unused: true) == [
+                .scheduleIdleTimer(connection: 1, deadline: at(7))
+            ]
+        )
+    }
+
     @Test func aWaiterDoesNotGetAWornOutConnection() {
         var machine = PoolStateMachine(limits: limits(maxRequests: 1))
         self.leaseNew(&machine, 1, id: 1, now: at(0))

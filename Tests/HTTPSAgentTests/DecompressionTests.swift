@@ -132,4 +132,34 @@ struct DecompressionTests {
             #expect(next == "hello")
         }
     }
+
+    @Test func aZlibHeaderSplitAfterItsFirstByteIsStillRecognised() async throws {
+        try await withAgent(environment.configuration(), server: environment.tlsServer()) { agent, server in
+            let text = try await agent.get(server.url("/zlib-split/5000")).text()
+            #expect(text == Self.payload(5000))
+        }
+    }
+
+    @Test func aRangeRequestDoesNotAskForCompression() async throws {
+        try await withAgent(environment.configuration(), server: environment.tlsServer()) { agent, server in
+            var request = try HTTPRequest(method: .get, url: server.url("/headers"))
+            request.headerFields[.range] = "bytes=0-10"
+            let headers = try await agent.execute(request).text().lowercased()
+            #expect(headers.contains("range: bytes=0-10"))
+            #expect(!headers.contains("accept-encoding"), "a piece of a gzip stream cannot be decoded alone")
+        }
+    }
+
+    @Test func aRatioBelowOneCountsAsOne() async throws {
+        var configuration = environment.configuration()
+        configuration.decompression = Decompression(isEnabled: true, maxRatio: 0)
+        try await withAgent(configuration, server: environment.tlsServer()) { agent, server in
+            // Under the 1 MiB floor: no limit applies.
+            let small = try await agent.get(server.url("/gzip/500000")).text()
+            #expect(small.utf8.count == 500_000)
+            // Past it, the alphabet's ratio of well over 1 stops it, without dividing by zero.
+            let error = await agentError { _ = try await agent.get(server.url("/gzip/3000000")).text() }
+            #expect(error?.code == .decompressionLimitExceeded)
+        }
+    }
 }

@@ -91,4 +91,22 @@ struct ReadTimeoutTests {
         }
         #expect(Agent.Configuration().readIdleTimeout == .seconds(60), "the default")
     }
+
+    @Test func aSlowUploadIsNotASilentServer() async throws {
+        try await withAgent(configuration(.seconds(1)), server: environment.tlsServer()) { agent, server in
+            // Our own body source pauses 1.5 s between pieces: the server is waiting for us, not silent.
+            let pieces = AsyncStream<ByteBuffer> { continuation in
+                Task {
+                    for index in 0..<3 {
+                        if index > 0 { try? await Task.sleep(for: .milliseconds(1500)) }
+                        continuation.yield(ByteBuffer(string: "piece \(index);"))
+                    }
+                    continuation.finish()
+                }
+            }
+            let request = try HTTPRequest(method: .post, url: server.url("/echo"))
+            let response = try await agent.execute(request, body: .stream(pieces, length: nil))
+            #expect(try await response.text() == "piece 0;piece 1;piece 2;")
+        }
+    }
 }

@@ -45,10 +45,10 @@ extension Agent {
         public var connectTimeout: Duration
         /// How long the TLS handshake may take. Default: 10 seconds.
         public var tlsHandshakeTimeout: Duration
-        /// How long a request may go without receiving a byte from the server, from the moment it starts
-        /// being sent until its body's last byte: waiting for the response head, or between body bytes.
-        /// Each byte received (and each piece of request body sent) starts the wait again; time spent
-        /// while the body's reader is not keeping up does not count. Expiry fails the request with
+        /// How long a request may go without receiving a byte from the server, from the moment its last
+        /// byte is on the socket until its body's last byte: waiting for the response head, or between
+        /// body bytes. Each byte received starts the wait again; time spent sending the request (a large
+        /// or slowly produced body) and time while the body's reader is not keeping up do not count. Expiry fails the request with
         /// ``AgentError/Code/readTimeout`` and closes its connection. `nil` waits forever. Default:
         /// 60 seconds.
         public var readIdleTimeout: Duration?

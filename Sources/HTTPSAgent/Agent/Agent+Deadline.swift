@@ -36,7 +36,7 @@ extension Agent {
                     switch try await group.next() {
                     case .lease(let lease):
                         if expired || won != nil {
-                            pool.connectionReleased(lease.connection.id, keepAliveHint: nil)
+                            pool.connectionReturnedUnused(lease.connection.id)
                         } else {
                             won = lease
                             group.cancelAll()

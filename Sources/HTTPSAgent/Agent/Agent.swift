@@ -161,7 +161,7 @@ public final class Agent: Sendable {
             if Task.isCancelled {
                 // Cancelled while the lease was being granted: hand the connection back unused rather
                 // than send a request nobody waits for.
-                self.pool.connectionReleased(lease.connection.id, keepAliveHint: nil)
+                self.pool.connectionReturnedUnused(lease.connection.id)
                 throw AgentError(
                     code: .cancelled,
                     phase: .poolWait,
@@ -246,7 +246,7 @@ extension AgentResponse {
         var inflation: ResponseBody.Inflation?
         var decodedEncoding: String?
         // Decode only what this Agent asked for, and only a body that can have bytes (not HEAD, 204, 304).
-        if let decoding, received.bodyLength != 0, let encoding = fields[.contentEncoding],
+        if let decoding, received.bodyLength != 0, head.status.code != 206, let encoding = fields[.contentEncoding],
             let format = Decompression.format(contentEncoding: encoding)
         {
             inflation = ResponseBody.Inflation(format: format, limits: decoding)

@@ -10,7 +10,9 @@
 /// ``RequestTiming/decodedBodyBytes`` the bytes delivered.
 ///
 /// A request that sets its own `Accept-Encoding` gets the body exactly as the server sent it: whoever
-/// asks for an encoding decodes it. This is the rule Go's `net/http` follows.
+/// asks for an encoding decodes it. This is the rule Go's `net/http` follows. A request with a `Range`
+/// field is not given `Accept-Encoding`, and a `206` response is never decoded: a piece of a compressed
+/// stream cannot be decoded on its own.
 ///
 /// Limits guard against decompression bombs, a few kilobytes that decode to gigabytes. Going past
 /// one fails the body with ``AgentError/Code/decompressionLimitExceeded`` and closes the connection.
@@ -20,7 +22,8 @@ public struct Decompression: Sendable, Hashable {
     /// The most decoded bytes one body may produce; `nil` for no fixed cap.
     public var maxDecodedBytes: Int?
     /// The most decoded bytes per encoded byte, once a body has decoded to more than 1 MiB; `nil` for
-    /// no ratio limit. Text compresses 5 to 20 times, long runs of one byte up to 1,000 times.
+    /// no ratio limit, and values below 1 count as 1. Text compresses 5 to 20 times, long runs of one
+    /// byte up to 1,000 times.
     public var maxRatio: Int?
 
     /// Decoded bytes allowed whatever the ratio, so small, very repetitive documents always decode.

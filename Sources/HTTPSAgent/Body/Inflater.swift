@@ -56,18 +56,31 @@ final class Inflater {
     private var outputMayBeWaiting = false
 
     /// Whether ``produce(upTo:)`` has nothing left to work on until the next ``feed(_:)``.
-    var needsInput: Bool { self.pending.readableBytes == 0 && !self.outputMayBeWaiting }
+    var needsInput: Bool {
+        (self.pending.readableBytes == 0 && !self.outputMayBeWaiting) || self.awaitingDeflateHeader
+    }
+
+    /// A deflate body's first byte arrived alone: the second is needed to tell zlib-wrapped from raw.
+    private var awaitingDeflateHeader: Bool {
+        !self.started && self.format == .deflate && self.pending.readableBytes == 1
+    }
 
     /// Hands over the next encoded buffer. Call only when ``needsInput``.
     func feed(_ input: ByteBuffer) {
-        assert(self.pending.readableBytes == 0, "fed while input is pending")
-        self.pending = input
+        if self.pending.readableBytes == 0 {
+            self.pending = input
+        } else {
+            // Only a lone first byte of a deflate body waits here for the next buffer.
+            var input = input
+            self.pending.writeBuffer(&input)
+        }
     }
 
     /// Decodes from the input fed so far and returns up to `maxBytes` decoded bytes, possibly none
     /// (when the input held only headers, or ended a gzip member).
     func produce(upTo maxBytes: Int) throws(Failure) -> ByteBuffer {
         var output = ByteBuffer()
+        if self.awaitingDeflateHeader { return output }
         let input = self.pending
         let failure = input.withUnsafeReadableBytes { bytes -> Failure? in
             do throws(Failure) {
@@ -87,6 +100,9 @@ final class Inflater {
 
     /// Checks, once the body has ended, that the encoded stream ended too.
     func finish() throws(Failure) {
+        if self.awaitingDeflateHeader {
+            throw Failure(kind: .corrupt, message: "the deflate stream ends after one byte: the body was cut short")
+        }
         guard self.started else {
             // An empty body is an empty document, whatever its declared encoding.
             return
@@ -221,7 +237,8 @@ final class Inflater {
                 message: "the decoded body is larger than the \(maxBytes) bytes allowed"
             )
         }
-        if let ratio = self.limits.maxRatio, self.decodedBytes > self.limits.ratioFloor,
+        // A ratio below 1 would allow nothing past the floor (and divide by zero): it counts as 1.
+        if let ratio = self.limits.maxRatio.map({ max($0, 1) }), self.decodedBytes > self.limits.ratioFloor,
             self.decodedBytes / ratio > self.encodedBytes
         {
             throw Failure(

@@ -112,9 +112,12 @@ public struct ResponseBody: AsyncSequence, Sendable {
                 port: context.port,
                 message: failure.message
             )
+            // Recorded first, so that observers hear of this failure rather than of the abandonment. A body
+            // that had already arrived whole was reported finished: its record stays as it was.
+            let failed = self.handle.stream.tracker?.fail(error) ?? error
             // The rest of the body will not be read: its connection cannot carry another request.
             self.handle.stream.consumerGone()
-            return self.handle.stream.tracker?.fail(error) ?? error
+            return failed
         }
     }
 

@@ -78,6 +78,11 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     private var readIdleTimer: Scheduled<Void>?
     /// Fails the exchange at the request's deadline (``Agent/Configuration/requestTimeout``).
     private var deadlineTimer: Scheduled<Void>?
+    /// Bumped whenever a timer is set or cancelled, so that a timer already on its way to run after being
+    /// cancelled (NIO cannot always stop those) does nothing.
+    private var timerGeneration = 0
+    /// Whether the current request's last byte reached the socket: the read-idle clock runs only then.
+    private var requestOnSocket = false
     /// The `timeout` of the last response's `Keep-Alive` field.
     private var keepAliveHint: TimeAmount?
 
@@ -141,7 +146,9 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             self.responseBodyBytes = 0
             self.watch.requestStarted(tracker: tracker)
             tracker.requestStarting(now: .now())
-            self.armReadIdleTimer()
+            // The read-idle clock starts once the whole request is on the socket (see `endWritten`): until
+            // then the server may well be waiting for us.
+            self.requestOnSocket = false
             self.armDeadlineTimer(request.deadline)
             // Milestones are taken when the bytes reach the socket (the write promises), not when queued.
             // The head's promise only feeds an event, so it exists only when someone listens.
@@ -186,8 +193,6 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
 
     /// Writes a piece of a streamed body; `isLast` also ends the request.
     func writeBodyPart(_ buffer: ByteBuffer, id: UInt64, isLast: Bool, promise: EventLoopPromise<Void>) {
-        // Sending counts as progress: a long upload is not a silent server.
-        if self.tracker != nil && !self.readsPaused { self.armReadIdleTimer() }
         guard let context = self.context, self.machine.acceptsRequestBody(id: id) else {
             promise.fail(ChannelError.ioOnClosedChannel)
             return
@@ -222,6 +227,15 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         let bodyBytes = self.requestBodyBytes
         let promise = context.eventLoop.makePromise(of: Void.self)
         promise.futureResult.whenSuccess { tracker.requestWritten(bodyBytes: bodyBytes, now: .now()) }
+        promise.futureResult.assumeIsolated().whenSuccess {
+            // All sent: from now on, silence is the server's. Unless the exchange ended meanwhile (an early
+            // response), or the reader is behind and reads are paused.
+            guard self.tracker === tracker else { return }
+            self.requestOnSocket = true
+            if !self.readsPaused && self.readIdleTimer == nil {
+                self.armReadIdleTimer()
+            }
+        }
         return promise
     }
 
@@ -482,10 +496,12 @@ extension HTTP1ClientHandler {
     fileprivate func armReadIdleTimer() {
         self.readIdleTimer?.cancel()
         self.readIdleTimer = nil
-        guard let timeout = self.readIdleTimeout, let context = self.context else { return }
+        self.timerGeneration &+= 1
+        guard let timeout = self.readIdleTimeout, self.requestOnSocket, let context = self.context else { return }
+        let generation = self.timerGeneration
         self.readIdleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            guard self.timerGeneration == generation, self.tracker != nil else { return }
             self.readIdleTimer = nil
-            guard self.tracker != nil else { return }
             self.closeReason = self.closeReason ?? .error
             // Fails the head or the body as if the connection broke, and closes it.
             self.run(self.machine.errorCaught(ReadIdleTimeout(timeout: timeout)))
@@ -497,9 +513,10 @@ extension HTTP1ClientHandler {
         self.deadlineTimer?.cancel()
         self.deadlineTimer = nil
         guard let deadline, let context = self.context else { return }
+        let request = self.currentRequestID
         self.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            guard self.tracker != nil, self.currentRequestID == request, self.deadlineTimer != nil else { return }
             self.deadlineTimer = nil
-            guard self.tracker != nil else { return }
             self.closeReason = self.closeReason ?? .error
             self.run(self.machine.errorCaught(RequestDeadlineExceeded()))
         }
@@ -508,6 +525,7 @@ extension HTTP1ClientHandler {
     fileprivate func cancelReadIdleTimer() {
         self.readIdleTimer?.cancel()
         self.readIdleTimer = nil
+        self.timerGeneration &+= 1
     }
 }
 

@@ -74,7 +74,11 @@ struct PreparedRequest: Sendable {
         if !agentKeepAlive {
             headers.add(name: "Connection", value: "close")
         }
-        if decompression.isEnabled && request.headerFields[.acceptEncoding] == nil {
+        // Not for a range: its bytes would be a piece of the compressed representation, which cannot be
+        // decoded on its own (Go skips it for the same reason).
+        if decompression.isEnabled && request.headerFields[.acceptEncoding] == nil
+            && request.headerFields[.range] == nil
+        {
             headers.add(name: "Accept-Encoding", value: Decompression.acceptEncoding)
             self.decoding = decompression
         } else {

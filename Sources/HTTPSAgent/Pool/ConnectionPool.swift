@@ -333,6 +333,15 @@ final class ConnectionPool: Sendable {
 }
 
 extension ConnectionPool: HTTP1ConnectionDelegate {
+    /// A lease handed back without a request sent on it.
+    func connectionReturnedUnused(_ id: Int) {
+        let now = NIODeadline.now()
+        self.modify(connection: id) { state in
+            state.connections[id]?.markReleased(now: now)
+            return state.machine.connectionReleased(id, now: now, unused: true)
+        }
+    }
+
     func connectionReleased(_ id: Int, keepAliveHint: TimeAmount?) {
         let now = NIODeadline.now()
         self.modify(connection: id) { state in

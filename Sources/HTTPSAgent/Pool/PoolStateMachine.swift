@@ -27,6 +27,8 @@ struct PoolStateMachine {
         var expiresAt: NIODeadline?
         /// Requests given to it so far.
         var requests = 0
+        /// The server's last `Keep-Alive: timeout` hint on it.
+        var keepAliveHint: TimeAmount?
     }
 
     struct HostPool {
@@ -186,9 +188,20 @@ struct PoolStateMachine {
 
     /// A leased connection finished its exchange and may be reused.
     ///
-    /// - Parameter keepAliveHint: how long the server said it keeps an idle connection open
-    ///   (`Keep-Alive: timeout=N`), if it did.
-    mutating func connectionReleased(_ id: Int, now: NIODeadline, keepAliveHint: TimeAmount? = nil) -> [PoolAction] {
+    /// - Parameters:
+    ///   - keepAliveHint: how long the server said it keeps an idle connection open
+    ///     (`Keep-Alive: timeout=N`), if it did; remembered for the connection's later releases.
+    ///   - unused: the lease is handed back without a request sent (its requester went away), so it does
+    ///     not count toward ``PoolLimits/maxRequestsPerConnection``.
+    mutating func connectionReleased(
+        _ id: Int,
+        now: NIODeadline,
+        keepAliveHint: TimeAmount? = nil,
+        unused: Bool = false
+    ) -> [PoolAction] {
+        if unused { self.lives[id]?.requests -= 1 }
+        if let keepAliveHint { self.lives[id]?.keepAliveHint = keepAliveHint }
+        let keepAliveHint = keepAliveHint ?? self.lives[id]?.keepAliveHint
         guard let origin = self.connectionOrigins[id] else {
             return []  // closed meanwhile
         }

@@ -84,6 +84,11 @@ enum Terminal {
         Self.writeAll(STDOUT_FILENO, text)
     }
 
+    /// Writes `text` to standard error as it is, in one piece (no line feed added).
+    static func writeStandardError(_ text: String) {
+        Self.writeAll(STDERR_FILENO, text)
+    }
+
     private static func writeAll(_ descriptor: Int32, _ text: String) {
         var text = text
         text.withUTF8 { bytes in

@@ -3,10 +3,6 @@ import HTTPSAgent
 import HTTPTypes
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// How much `fetch` tells on standard error beyond errors.
 struct DisplayOptions: ParsableArguments {
     @Flag(
@@ -410,23 +406,5 @@ final class VerboseRequest: AgentObserver {
         }
         lines.append(">")
         return lines
-    }
-}
-
-extension Terminal {
-    /// Writes `text` to standard error as it is, in one piece.
-    static func writeStandardError(_ text: String) {
-        var text = text
-        text.withUTF8 { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = Glibc.write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    return
-                }
-                offset += written
-            }
-        }
     }
 }

@@ -42,10 +42,10 @@ struct ReadTimeoutTests {
     }
 
     @Test func aBodyThatStallsTimesOut() async throws {
-        // A second is long enough for the head to come on a loaded machine, and shorter than the gaps.
-        try await withAgent(configuration(.seconds(1)), server: environment.tlsServer()) { agent, server in
-            // The head at once, then a tenth of the body every 3 s.
-            let response = try await agent.get(server.url("/slow/1000/30000"))
+        // 3 s is long enough for the head to come on a loaded machine, and shorter than the gaps.
+        try await withAgent(configuration(.seconds(3)), server: environment.tlsServer()) { agent, server in
+            // The head at once, then a tenth of the body every 10 s.
+            let response = try await agent.get(server.url("/slow/1000/100000"))
             let error = await agentError { _ = try await response.body.collect(upTo: 1 << 20) }
             #expect(error?.code == .readTimeout)
             #expect(error?.phase == .responseBody)
@@ -57,11 +57,11 @@ struct ReadTimeoutTests {
     }
 
     @Test func eachByteStartsTheWaitAgain() async throws {
-        try await withAgent(configuration(.seconds(1)), server: environment.tlsServer()) { agent, server in
-            // 2.5 s in all, a piece every 250 ms: never a second without bytes.
-            let response = try await agent.get(server.url("/slow/1000/2500"))
+        // 2 s leaves a loaded machine time to send the head; the body takes 5 s, a piece every 500 ms.
+        try await withAgent(configuration(.seconds(2)), server: environment.tlsServer()) { agent, server in
+            let response = try await agent.get(server.url("/slow/1000/5000"))
             #expect(try await response.body.collect(upTo: 1 << 20).readableBytes == 1000)
-            #expect(response.timing.timeToFirstByte + response.timing.transfer >= .seconds(2))
+            #expect(response.timing.timeToFirstByte + response.timing.transfer >= .seconds(4))
         }
     }
 

@@ -55,7 +55,7 @@ struct TimingEdgeCaseTests {
         let server = try await environment.tlsServer()
         let agent = Agent(configuration: environment.configuration(), observers: [Capture(failedTiming)])
         // Refused on its Content-Length while the body still streams: the request fails then.
-        let slow = try await agent.get(server.url("/slow/100000/2000"))
+        let slow = try await agent.get(server.url("/slow/100000/20000"))  // a piece every 2 s
         let refused = await agentError { _ = try await slow.body.collect(upTo: 10) }
         #expect(refused?.code == .responseBodyTooLarge)
         let timing = try #require(refused?.timing)

@@ -226,8 +226,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         guard let tracker, let context = self.context else { return nil }
         let bodyBytes = self.requestBodyBytes
         let promise = context.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.whenSuccess { tracker.requestWritten(bodyBytes: bodyBytes, now: .now()) }
         promise.futureResult.assumeIsolated().whenSuccess {
+            tracker.requestWritten(bodyBytes: bodyBytes, now: .now())
             // All sent: from now on, silence is the server's. Unless the exchange ended meanwhile (an early
             // response), or the reader is behind and reads are paused.
             guard self.tracker === tracker else { return }

@@ -50,6 +50,8 @@ struct TimingSummary {
     /// The rows in the table, with what a sample of each is, given a request's timing record and
     /// whether the request succeeded.
     static let phases: [(name: String, sample: @Sendable (RequestTiming, Bool) -> Duration?)] = [
+        // Only transfers that followed redirects (-L); the row is left out when none did.
+        ("redirect", { timing, _ in timing.hops.isEmpty ? nil : timing.redirectTime }),
         ("queue", { timing, _ in timing.queueEnd.map { _ in timing.queueWait } }),
         ("dns", { timing, _ in TimingSummary.newConnection(timing, reached: timing.dnsEnd) ? timing.dns : nil }),
         (
@@ -92,6 +94,7 @@ struct TimingSummary {
             self.wireBytesSent += timing.wireBytesSent
         }
         self.rows = zip(Self.phases, samples).map { Row(name: $0.name, samples: $1.sorted()) }
+            .filter { $0.name != "redirect" || !$0.samples.isEmpty }
     }
 
     private static func newConnection(_ timing: RequestTiming, reached milestone: Duration?) -> Bool {

@@ -30,6 +30,27 @@ struct FetchRedirectTests {
         try await server.shutdown()
     }
 
+    @Test func timingShowsARedirectRowOnlyWhenThereWereRedirects() async throws {
+        let server = try await environment.tlsServer()
+        let files = try environment.certificates.writeFiles()
+        defer { files.remove() }
+        let result = try await FetchCLITests.fetch(
+            [
+                "-sL", "--timing", "-o", "/dev/null", "--cacert", files.caPath, server.url("/chain/2"),
+                server.url("/hello"),
+            ]
+        )
+        #expect(result.status == 0, "\(result.standardError)")
+        let lines = result.standardError.split(separator: "\n").map(String.init)
+        let row = lines.first { $0.hasPrefix("redirect ") }?.split(separator: " ").map(String.init)
+        #expect(row?[1] == "1", "one of the two transfers was redirected: \(lines)")
+        let plain = try await FetchCLITests.fetch(
+            ["-s", "--timing", "-o", "/dev/null", "--cacert", files.caPath, server.url("/hello")]
+        )
+        #expect(!plain.standardError.contains("redirect"), "\(plain.standardError)")
+        try await server.shutdown()
+    }
+
     @Test func locationFollowsAndWritesTheFinalBody() async throws {
         let server = try await environment.tlsServer()
         let files = try environment.certificates.writeFiles()

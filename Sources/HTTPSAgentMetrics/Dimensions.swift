@@ -13,6 +13,8 @@ enum Dimension {
     static let resumed = "resumed"
     /// The status class of the response; see ``StatusClass``.
     static let statusClass = "status_class"
+    /// A redirect's status code, e.g. "301".
+    static let status = "status"
     /// An `AgentError.Code`, by name, e.g. "connectFailed".
     static let code = "code"
     /// A `ConnectionCloseReason`, by name, e.g. "idleTimeout".

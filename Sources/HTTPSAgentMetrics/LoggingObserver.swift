@@ -147,6 +147,20 @@ public struct LoggingObserver: AgentObserver {
         )
     }
 
+    /// Logs "request redirected" at debug, with the redirect's status and where it leads (scheme,
+    /// authority and path; no query, which may hold secrets).
+    public func requestRedirected(_ request: ObservedRequest, response: HTTPResponse, next: HTTPRequest) {
+        let path = next.path.map { String($0.prefix { $0 != "?" }) } ?? "/"
+        self.logger.debug(
+            "request redirected",
+            metadata: [
+                MetadataKey.requestID: "\(request.id)",
+                MetadataKey.status: "\(response.status.code)",
+                MetadataKey.location: "\(next.scheme ?? "")://\(next.authority ?? "")\(path)",
+            ]
+        )
+    }
+
     // MARK: - Connections
 
     /// Logs "DNS lookup started" at trace.
@@ -288,6 +302,7 @@ enum MetadataKey {
     static let tlsCipher = "https_agent.tls_cipher"
     static let tlsResumed = "https_agent.tls_resumed"
     static let reason = "https_agent.reason"
+    static let location = "https_agent.location"
     static let origin = "https_agent.origin"
     static let connecting = "https_agent.connecting"
     static let active = "https_agent.active"

@@ -43,6 +43,7 @@ enum CounterKey: Hashable, Sendable {
     case failed(code: AgentError.Code, host: String?)
     case handshake(resumed: Bool, host: String?)
     case error(code: AgentError.Code, phase: AgentError.Phase, host: String?)
+    case redirect(status: Int, host: String?)
 }
 
 /// The metric labels, each starting with the observer's prefix.
@@ -54,6 +55,7 @@ struct MetricLabels: Sendable {
     let connectionsFailed: String
     let tlsHandshakes: String
     let errors: String
+    let redirects: String
     let poolConnections: String
     let poolWaiting: String
 
@@ -65,6 +67,7 @@ struct MetricLabels: Sendable {
         self.connectionsFailed = "\(prefix)_connections_failed_total"
         self.tlsHandshakes = "\(prefix)_tls_handshakes_total"
         self.errors = "\(prefix)_errors_total"
+        self.redirects = "\(prefix)_redirects_total"
         self.poolConnections = "\(prefix)_pool_connections"
         self.poolWaiting = "\(prefix)_pool_waiting_requests"
     }
@@ -102,6 +105,9 @@ extension MetricLabels {
             (label, host) = (self.errors, name)
             dimensions.append((Dimension.code, code.description))
             dimensions.append((Dimension.phase, phase.rawValue))
+        case .redirect(let status, let name):
+            (label, host) = (self.redirects, name)
+            dimensions.append((Dimension.status, String(status)))
         }
         if let host { dimensions.append((Dimension.host, host)) }
         return Counter(label: label, dimensions: dimensions, factory: factory)

@@ -1,5 +1,5 @@
 public import HTTPSAgent
-import HTTPTypes
+public import HTTPTypes
 public import Metrics
 import NIOConcurrencyHelpers
 
@@ -24,6 +24,7 @@ import NIOConcurrencyHelpers
 /// | `<prefix>_connections_failed_total` | counter | code, host | opening a connection failed |
 /// | `<prefix>_tls_handshakes_total` | counter | resumed, host | a TLS handshake completed |
 /// | `<prefix>_errors_total` | counter | code, phase, host | a request failed |
+/// | `<prefix>_redirects_total` | counter | status, host | a redirect was followed (each hop is also a request) |
 /// | `<prefix>_pool_connections` | meter | state, host | sockets per state |
 /// | `<prefix>_pool_waiting_requests` | meter | host | requests waiting for a connection |
 ///
@@ -109,6 +110,11 @@ public struct MetricsObserver: AgentObserver {
             status: .error
         )
         self.store.timers(key).record(duration: timing.total)
+    }
+
+    /// Counts a followed redirect by its status code, under the host that sent it.
+    public func requestRedirected(_ request: ObservedRequest, response: HTTPResponse, next: HTTPRequest) {
+        self.store.counters(.redirect(status: response.status.code, host: self.store.host(request.host))).increment()
     }
 
     // MARK: - Connections

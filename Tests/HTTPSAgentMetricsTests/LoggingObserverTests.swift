@@ -98,4 +98,21 @@ struct LoggingObserverTests {
         #expect(failed["https_agent.error_phase"] == "connect")
         #expect((failed.error as? AgentError)?.code == .connectFailed)
     }
+
+    @Test func aFollowedRedirectIsLoggedWithoutItsQuery() async throws {
+        let (logger, store) = RecordingLogHandler.logger(.debug)
+        let server = try await environment.tlsServer()
+        try await withAgent(
+            environment.configuration,
+            observers: [LoggingObserver(logger: logger)],
+            server: server
+        ) { agent, server in
+            _ = try await agent.fetch(server.url("/chain/1?token=secret"))
+        }
+        let redirected = store.all.filter { $0.message == "request redirected" }
+        #expect(redirected.count == 1)
+        #expect(redirected.first?["https_agent.status"] == "302")
+        #expect(redirected.first?["https_agent.location"] == "https://localhost:\(server.port)/chain/0")
+        #expect(!store.all.contains { record in record.metadata.values.contains { "\($0)".contains("secret") } })
+    }
 }

@@ -74,6 +74,24 @@ struct MetricsObserverTests {
         #expect(closed)
     }
 
+    @Test func followedRedirectsAreCountedAndEachHopIsARequest() async throws {
+        let metrics = TestMetrics()
+        let observer = MetricsObserver(factory: metrics)
+        let server = try await environment.tlsServer()
+        try await withAgent(environment.configuration, observers: [observer], server: server) { agent, server in
+            let status = try await agent.fetch(server.url("/chain/2")).status
+            #expect(status == .ok)
+        }
+        let redirects = try metrics.expectCounter(
+            "https_agent_redirects_total",
+            [("status", "302"), ("host", "localhost")]
+        )
+        #expect(redirects.totalValue == 2)
+        // Two 302 hops and the final 200, each timed as a request of its own.
+        #expect(Self.values(metrics, phase: "total", [("status_class", "3xx")]).count == 2)
+        #expect(Self.values(metrics, phase: "total", [("status_class", "2xx")]).count == 1)
+    }
+
     @Test func aRefusedConnectCountsAnError() async throws {
         let metrics = TestMetrics()
         let agent = Agent(configuration: environment.configuration, observers: [MetricsObserver(factory: metrics)])

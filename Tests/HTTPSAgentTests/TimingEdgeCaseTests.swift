@@ -220,7 +220,7 @@ struct TimingOneEndTests {
         try await withAgent(environment.configuration(), server: environment.tlsServer()) { _, server in
             let agent = Agent(configuration: environment.configuration(), observers: [observer])
             do {
-                _ = try await agent.get(server.url("/slow/100000/2000"))
+                _ = try await agent.get(server.url("/slow/100000/20000"))
             }
             #expect(await AgentLifecycleTests.waitFor { observer.events.contains { $0.hasPrefix("failed") } })
             await agent.shutdown()
@@ -240,7 +240,7 @@ struct TimingOneEndTests {
         let observer = RecordingObserver()
         try await withAgent(environment.configuration(), server: environment.tlsServer()) { _, server in
             let agent = Agent(configuration: environment.configuration(), observers: [observer])
-            let response = try await agent.get(server.url("/slow/100000/2000"))
+            let response = try await agent.get(server.url("/slow/100000/20000"))
             await #expect(throws: AgentError.self) { _ = try await response.body.collect(upTo: 10) }
             #expect(await AgentLifecycleTests.waitFor { observer.events.contains { $0.hasPrefix("closed") } })
             await agent.shutdown()
@@ -314,7 +314,7 @@ struct TimingOneEndTests {
         let reader = Reader()
         try await withAgent(environment.configuration(), server: environment.tlsServer()) { _, server in
             let agent = Agent(configuration: environment.configuration(), observers: [reader])
-            let response = try await agent.get(server.url("/slow/100000/2000"))
+            let response = try await agent.get(server.url("/slow/100000/20000"))
             reader.response.withLockedValue { $0 = response }
             await #expect(throws: AgentError.self) { _ = try await response.body.collect(upTo: 10) }
             await agent.shutdown()

@@ -51,13 +51,16 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         let rounds = self.rounds ?? (self.quick ? 2 : 5)
+        var clients = self.clients.isEmpty ? ClientKind.allCases : self.clients
+        if clients.contains(.urlSession) {
+            URLSessionTrust.reexecInPrivateMountNamespace()
+        }
         let quick = self.quick
         let scale: (Int) -> Int = { quick ? max($0 / 10, 16) : $0 }
         let pin = !self.noPin && ProcessInfo.processInfo.activeProcessorCount >= 2
         if pin {
             try Self.pinThisProcess(toCPU: 0)
         }
-        let clients = self.clients.isEmpty ? ClientKind.allCases : self.clients
         let all = Scenario.all(
             small: scale(self.smallRequests),
             large: scale(self.largeRequests),
@@ -72,8 +75,13 @@ struct Bench: AsyncParsableCommand {
 
         let nginx = try NginxFixture(cpu: pin ? 1 : nil)
         defer { nginx.stop() }
-        // FoundationNetworking cannot be given trust roots in code; it reads this before its first session.
-        setenv("URLSessionCertificateAuthorityInfoFile", nginx.caPath, 1)
+        var notes: [String] = []
+        if clients.contains(.urlSession),
+            let reason = URLSessionTrust.install(caPath: nginx.caPath, directory: nginx.directory)
+        {
+            notes.append("URLSession not run: \(reason).")
+            clients.removeAll { $0 == .urlSession }
+        }
 
         print("nginx on 127.0.0.1 \(pin ? "pinned to CPU 1, this process to CPU 0" : "unpinned"); \(rounds) rounds")
         var results: [Key: [RunResult]] = [:]
@@ -105,6 +113,9 @@ struct Bench: AsyncParsableCommand {
         }
         print("")
         print(Report.table(scenarios: scenarios, clients: clients, results: results))
+        for note in notes {
+            print(note)
+        }
         if !failures.isEmpty {
             print("\n\(failures.count) runs failed:")
             for failure in failures {

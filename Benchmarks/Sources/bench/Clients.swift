@@ -93,9 +93,8 @@ struct AHCClient: BenchClient {
     }
 }
 
-/// URLSession from FoundationNetworking (libcurl on Linux). It cannot be given a CA in code there:
-/// the benchmark sets `URLSessionCertificateAuthorityInfoFile`, which FoundationNetworking hands to
-/// libcurl as its CA file, before the first session is made.
+/// URLSession from FoundationNetworking (libcurl on Linux), ephemeral, no cache. It trusts the test CA
+/// through ``URLSessionTrust``.
 struct URLSessionClient: BenchClient {
     let session: URLSession
 

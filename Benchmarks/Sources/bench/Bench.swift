@@ -83,7 +83,7 @@ struct Bench: AsyncParsableCommand {
             clients.removeAll { $0 == .urlSession }
         }
 
-        print("nginx on 127.0.0.1 \(pin ? "pinned to CPU 1, this process to CPU 0" : "unpinned"); \(rounds) rounds")
+        progress("nginx on 127.0.0.1 \(pin ? "pinned to CPU 1, this process to CPU 0" : "unpinned"); \(rounds) rounds")
         var results: [Key: [RunResult]] = [:]
         var failures: [String] = []
         for round in 0..<rounds {
@@ -94,7 +94,7 @@ struct Bench: AsyncParsableCommand {
                     do {
                         let result = try await scenario.run(client: client, nginx: nginx)
                         results[key, default: []].append(result)
-                        print(
+                        progress(
                             "round \(round + 1) \(scenario.name) \(client.rawValue): "
                                 + String(
                                     format: "%.3f ms, %.0f µs CPU",
@@ -105,13 +105,12 @@ struct Bench: AsyncParsableCommand {
                         )
                     } catch {
                         let message = "round \(round + 1) \(scenario.name) \(client.rawValue): \(error)"
-                        print(message)
+                        progress(message)
                         failures.append(message)
                     }
                 }
             }
         }
-        print("")
         print(Report.table(scenarios: scenarios, clients: clients, results: results))
         for note in notes {
             print(note)
@@ -136,6 +135,11 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("taskset could not pin this process to CPU \(cpu); use --no-pin")
         }
     }
+}
+
+/// A progress line on standard error, unbuffered, so that standard output is only the table and notes.
+func progress(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
 }
 
 struct Key: Hashable {

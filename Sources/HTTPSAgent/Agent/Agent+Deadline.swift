@@ -67,7 +67,16 @@ extension Agent {
                     message: "the request's time (requestTimeout) ran out while it waited for a connection"
                 )
             }
-            throw failure ?? CancellationError()
+            // Both children gone without a result: the caller's task was cancelled. Still an AgentError,
+            // as execute promises.
+            throw failure
+                ?? AgentError(
+                    code: .cancelled,
+                    phase: .poolWait,
+                    host: origin.host,
+                    port: origin.port,
+                    message: "the request was cancelled while waiting for a connection"
+                )
         }
     }
 }

@@ -79,6 +79,29 @@ struct AgentPoolingTests {
         }
     }
 
+    @Test func theIdleTimeoutCountsFromTheLastRelease() async throws {
+        // The first release's timer is left running across the next lease. When it comes, the connection
+        // has been free for less than the timeout: it must stay, and close only a whole timeout after its
+        // last release.
+        let configuration = environment.configuration(idleTimeout: .milliseconds(1500))
+        try await withAgent(configuration, server: environment.tlsServer()) { agent, server in
+            for _ in 0..<3 {
+                let response = try await agent.get(server.url("/hello"))
+                _ = try await response.text()
+                try await Task.sleep(for: .milliseconds(900))
+            }
+            // 2.7 s after the first release, 0.9 s after the last: still the same connection.
+            let last = try await agent.get(server.url("/hello"))
+            _ = try await last.text()
+            #expect(last.connection.isReused)
+            #expect(server.stats.accepted == 1)
+            let released = ContinuousClock.now
+            #expect(await server.waitUntil { $0.open == 0 })
+            #expect(ContinuousClock.now - released >= .milliseconds(1400))
+            #expect(agent.stats.totalConnections == 0)
+        }
+    }
+
     @Test func serverClosingAnIdleConnectionDoesNotFailTheNextRequest() async throws {
         let server = try await environment.tlsServer(closeIdleAfter: .milliseconds(50))
         try await withAgent(environment.configuration(), server: server) { agent, server in

@@ -123,7 +123,10 @@ struct ConnectionLifetimeDecisionTests {
         var machine = PoolStateMachine(limits: limits(lifetime: .seconds(100)))
         self.leaseNew(&machine, 1, id: 1, now: at(0))
         _ = machine.connectionReleased(1, now: at(90))
-        #expect(machine.idleTimerFired(1, now: at(99)) == [], "too early")
+        #expect(
+            machine.idleTimerFired(1, now: at(99)) == [.scheduleIdleTimer(connection: 1, deadline: at(100))],
+            "too early"
+        )
         #expect(machine.idleTimerFired(1, now: at(100)) == [.closeConnection(1, reason: .expired)])
     }
 

@@ -65,6 +65,26 @@ struct ReadTimeoutTests {
         }
     }
 
+    @Test func aReusedConnectionStartsTheWaitAfresh() async throws {
+        // The check left pending by the first exchange comes due while the second waits; it must count the
+        // second's silence from when its request went out, neither from the first exchange nor never.
+        try await withAgent(configuration(.seconds(2)), server: environment.tlsServer()) { agent, server in
+            let first = try await agent.get(server.url("/hello"))
+            #expect(try await first.text() == "hello")
+            try await Task.sleep(for: .milliseconds(1500))
+            // Answers after 1.2 s: past the first exchange's 2 s mark, within the second's.
+            let second = try await agent.get(server.url("/delay/1200"))
+            #expect(try await second.text() == "delayed")
+            #expect(second.connection.isReused)
+            // Silent for good: fails, and not before a whole timeout.
+            let error = await agentError { _ = try await agent.get(server.url("/delay/30000")) }
+            #expect(error?.code == .readTimeout)
+            let timing = try #require(error?.timing)
+            #expect(timing.timeToFirstByte >= .seconds(2))
+            #expect(server.stats.accepted == 1)
+        }
+    }
+
     @Test func aSlowReaderIsNotASilentServer() async throws {
         // 3 s: the server builds the 20 MB body before it sends the head, slowly on a loaded machine.
         try await withAgent(configuration(.seconds(3)), server: environment.tlsServer()) { agent, server in

@@ -74,12 +74,17 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     private(set) var tlsFailure: TLSFailure?
     /// How long an exchange may go without a byte from the server; `nil` waits forever.
     private let readIdleTimeout: TimeAmount?
-    /// Runs while an exchange waits for the server's bytes, and not while the body's reader is behind.
+    /// The pending check of the read-idle clock. It is not moved on every read: it looks at
+    /// `readIdleSince` when it runs, and schedules itself again if the server spoke meanwhile, so that a
+    /// busy connection costs one timer per timeout, not several per request.
     private var readIdleTimer: Scheduled<Void>?
+    /// When the read-idle clock last started from zero: the server's last byte, or the moment the clock
+    /// started running.
+    private var readIdleSince = NIODeadline.uptimeNanoseconds(0)
     /// Fails the exchange at the request's deadline (``Agent/Configuration/requestTimeout``).
     private var deadlineTimer: Scheduled<Void>?
-    /// Bumped whenever a timer is set or cancelled, so that a timer already on its way to run after being
-    /// cancelled (NIO cannot always stop those) does nothing.
+    /// Bumped when the read-idle check is cancelled, so that a check already on its way to run (NIO cannot
+    /// always stop those) does nothing.
     private var timerGeneration = 0
     /// Whether the current request's last byte reached the socket: the read-idle clock runs only then.
     private var requestOnSocket = false
@@ -112,6 +117,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelReadIdleTimer()
         self.context = nil
         // The producer refers back to this handler; let both go once the channel is gone.
         self.producer = nil
@@ -232,8 +238,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
             // response), or the reader is behind and reads are paused.
             guard self.tracker === tracker else { return }
             self.requestOnSocket = true
-            if !self.readsPaused && self.readIdleTimer == nil {
-                self.armReadIdleTimer()
+            if !self.readsPaused {
+                self.startReadIdleClock()
             }
         }
         return promise
@@ -262,7 +268,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     // MARK: - Channel events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if self.readIdleTimer != nil { self.armReadIdleTimer() }
+        if self.readIdleTimer != nil { self.readIdleSince = .now() }
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             guard head.headers.count <= self.maxHeaderCount else {
@@ -309,9 +315,8 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
                 self.responseBodyBytes += buffer.readableBytes
                 self.recordBytes()
                 if let stream = self.stream, !stream.yield(buffer) {
+                    // The reader is behind, not the server: the read-idle clock stops while reads are paused.
                     self.readsPaused = true
-                    // The reader is behind, not the server.
-                    self.cancelReadIdleTimer()
                 }
             case let action:
                 self.run(action)
@@ -397,7 +402,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
 
     /// Ends the current request's tracking, recording its byte counts.
     private func takeTracker() -> RequestTracker? {
-        self.cancelReadIdleTimer()
+        // Without a tracker the read-idle clock stands still; its pending check finds that and lapses.
         self.deadlineTimer?.cancel()
         self.deadlineTimer = nil
         guard let tracker = self.tracker else { return nil }
@@ -435,6 +440,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     }
 
     private func reportClosed() {
+        self.cancelReadIdleTimer()
         let reason = self.closeReason ?? .closedByServer
         // Observers first: the pool's shutdown may complete as soon as it hears of the last close.
         self.events.emit { $0.connectionClosed($1, reason: reason) }
@@ -453,7 +459,7 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
     private func resumeReads() {
         let wasPaused = self.readsPaused
         self.readsPaused = false
-        if wasPaused && self.tracker != nil { self.armReadIdleTimer() }
+        if wasPaused && self.isReadIdleClockRunning { self.startReadIdleClock() }
         if self.pendingRead {
             self.pendingRead = false
             self.context?.read()
@@ -492,20 +498,42 @@ struct ReadIdleTimeout: Error, CustomStringConvertible {
 }
 
 extension HTTP1ClientHandler {
-    /// (Re)starts the wait for the server's next byte.
-    fileprivate func armReadIdleTimer() {
-        self.readIdleTimer?.cancel()
-        self.readIdleTimer = nil
-        self.timerGeneration &+= 1
-        guard let timeout = self.readIdleTimeout, self.requestOnSocket, let context = self.context else { return }
-        let generation = self.timerGeneration
-        self.readIdleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-            guard self.timerGeneration == generation, self.tracker != nil else { return }
-            self.readIdleTimer = nil
-            self.closeReason = self.closeReason ?? .error
-            // Fails the head or the body as if the connection broke, and closes it.
-            self.run(self.machine.errorCaught(ReadIdleTimeout(timeout: timeout)))
+    /// Whether silence from the server counts now: an exchange is on, its request is all on the socket,
+    /// and its reader is not behind.
+    fileprivate var isReadIdleClockRunning: Bool {
+        self.tracker != nil && self.requestOnSocket && !self.readsPaused
+    }
+
+    /// Starts the read-idle clock from zero, scheduling a check unless one is pending already.
+    fileprivate func startReadIdleClock() {
+        guard let timeout = self.readIdleTimeout else { return }
+        self.readIdleSince = .now()
+        if self.readIdleTimer == nil {
+            self.scheduleReadIdleCheck(in: timeout)
         }
+    }
+
+    private func scheduleReadIdleCheck(in delay: TimeAmount) {
+        guard let context = self.context else { return }
+        let generation = self.timerGeneration
+        self.readIdleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            guard self.timerGeneration == generation else { return }
+            self.readIdleTimer = nil
+            self.readIdleCheck()
+        }
+    }
+
+    /// Fails the exchange if the clock has run for the whole timeout; else checks again when it could.
+    private func readIdleCheck() {
+        guard let timeout = self.readIdleTimeout, self.isReadIdleClockRunning else { return }
+        let idle = NIODeadline.now() - self.readIdleSince
+        guard idle >= timeout else {
+            self.scheduleReadIdleCheck(in: timeout - idle)
+            return
+        }
+        self.closeReason = self.closeReason ?? .error
+        // Fails the head or the body as if the connection broke, and closes it.
+        self.run(self.machine.errorCaught(ReadIdleTimeout(timeout: timeout)))
     }
 
     /// Fails the exchange, as if the connection broke, when `deadline` comes.
@@ -522,6 +550,7 @@ extension HTTP1ClientHandler {
         }
     }
 
+    /// Drops the pending check, for a connection that is going away.
     fileprivate func cancelReadIdleTimer() {
         self.readIdleTimer?.cancel()
         self.readIdleTimer = nil

@@ -16,11 +16,20 @@ final class ConnectionPool: Sendable {
         var machine: PoolStateMachine
         var waiters: [UInt64: CheckedContinuation<Lease, any Error>] = [:]
         var connections: [Int: HTTP1Connection] = [:]
-        var idleTimers: [Int: Scheduled<Void>] = [:]
+        /// At most one per connection. A lease leaves it running (one timer per idle timeout instead of one
+        /// per request); when it comes early, the machine asks for the connection's current deadline.
+        var idleTimers: [Int: IdleTimer] = [:]
+        var nextTimerToken: UInt64 = 0
         var waitTimers: [UInt64: Scheduled<Void>] = [:]
         var dials: [Int: Task<Void, Never>] = [:]
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
         var nextRequestID: UInt64 = 0
+    }
+
+    private struct IdleTimer {
+        var scheduled: Scheduled<Void>
+        var deadline: NIODeadline
+        var token: UInt64
     }
 
     /// An action resolved under the lock into what to do once the lock is released.
@@ -29,7 +38,7 @@ final class ConnectionPool: Sendable {
         case dial(id: Int, origin: Origin)
         case close(HTTP1Connection, reason: ConnectionCloseReason)
         case cancel(Scheduled<Void>)
-        case scheduleIdleTimer(Int, NIODeadline, HTTP1Connection)
+        case scheduleIdleTimer(Int, NIODeadline, token: UInt64, HTTP1Connection)
         case scheduleWaitTimer(UInt64, NIODeadline)
         case shutdownComplete([CheckedContinuation<Void, Never>])
         case poolChanged(AgentStats.OriginStats)
@@ -99,8 +108,10 @@ final class ConnectionPool: Sendable {
         }
     }
 
-    private func idleTimerFired(_ id: Int) {
+    private func idleTimerFired(_ id: Int, token: UInt64) {
         self.modify(connection: id, closeReason: .idleTimeout) { state in
+            // A timer replaced by an earlier one has nothing to say.
+            guard state.idleTimers[id]?.token == token else { return [] }
             state.idleTimers[id] = nil
             return state.machine.idleTimerFired(id, now: .now())
         }
@@ -187,7 +198,6 @@ final class ConnectionPool: Sendable {
                     preconditionFailure("lease of connection \(connectionID) to unknown request \(request)")
                 }
                 if let timer = state.waitTimers.removeValue(forKey: request) { effects.append(.cancel(timer)) }
-                if let timer = state.idleTimers.removeValue(forKey: connectionID) { effects.append(.cancel(timer)) }
                 let lease = Lease(connection: connection, requestID: request, reused: reused)
                 effects.append(.resume(continuation, .success(lease)))
             case .failRequest(let request, let failure, let origin):
@@ -197,15 +207,18 @@ final class ConnectionPool: Sendable {
                 if let timer = state.waitTimers.removeValue(forKey: request) { effects.append(.cancel(timer)) }
                 effects.append(.resume(continuation, .failure(Self.error(for: failure, origin: origin))))
             case .closeConnection(let id, let reason):
-                if let timer = state.idleTimers.removeValue(forKey: id) { effects.append(.cancel(timer)) }
+                if let timer = state.idleTimers.removeValue(forKey: id) { effects.append(.cancel(timer.scheduled)) }
                 if let connection = state.connections[id] {
                     effects.append(
                         .close(connection, reason: state.machine.isShuttingDown ? .shutdown : reason ?? closeReason)
                     )
                 }
             case .scheduleIdleTimer(let id, let deadline):
+                // A running timer due no later will do: when it fires, the machine re-arms it if need be.
+                if let running = state.idleTimers[id], running.deadline <= deadline { continue }
                 if let connection = state.connections[id] {
-                    effects.append(.scheduleIdleTimer(id, deadline, connection))
+                    state.nextTimerToken += 1
+                    effects.append(.scheduleIdleTimer(id, deadline, token: state.nextTimerToken, connection))
                 }
             case .scheduleWaitTimer(let request, let deadline):
                 effects.append(.scheduleWaitTimer(request, deadline))
@@ -234,15 +247,21 @@ final class ConnectionPool: Sendable {
                 connection.close(reason: reason)
             case .cancel(let timer):
                 timer.cancel()
-            case .scheduleIdleTimer(let id, let deadline, let connection):
+            case .scheduleIdleTimer(let id, let deadline, let token, let connection):
                 let timer = connection.eventLoop.scheduleTask(deadline: deadline) { [self] in
-                    self.idleTimerFired(id)
+                    self.idleTimerFired(id, token: token)
                 }
-                self.storeTimer(timer) { state in
-                    // The connection may have been leased or closed before we got here.
-                    guard state.machine.isIdle(id) else { return false }
-                    state.idleTimers[id] = timer
-                    return true
+                let replaced: Scheduled<Void>?? = self.state.withLockedValue { state in
+                    // The connection may have closed, or another release set an earlier timer, meanwhile.
+                    guard state.connections[id] != nil else { return .none }
+                    if let running = state.idleTimers[id], running.deadline <= deadline { return .none }
+                    let replaced = state.idleTimers[id]?.scheduled
+                    state.idleTimers[id] = IdleTimer(scheduled: timer, deadline: deadline, token: token)
+                    return .some(replaced)
+                }
+                switch replaced {
+                case .none: timer.cancel()
+                case .some(let replaced): replaced?.cancel()
                 }
             case .scheduleWaitTimer(let request, let deadline):
                 let timer = self.timerLoop.scheduleTask(deadline: deadline) { [self] in
@@ -351,6 +370,8 @@ extension ConnectionPool: HTTP1ConnectionDelegate {
     }
 
     func connectionClosed(_ id: Int, reason: ConnectionCloseReason) {
+        let timer: Scheduled<Void>? = self.state.withLockedValue { $0.idleTimers.removeValue(forKey: id)?.scheduled }
+        timer?.cancel()
         self.modify(connection: id) { state in
             state.connections[id] = nil
             return state.machine.connectionClosed(id)

@@ -251,15 +251,20 @@ struct PoolStateMachine {
     }
 
     /// An idle connection's timer fired.
+    ///
+    /// The driver may leave a timer running while its connection is leased and parked again, so a timer
+    /// can come early: then the connection's current deadline is asked for again.
     mutating func idleTimerFired(_ id: Int, now: NIODeadline) -> [PoolAction] {
         guard let origin = self.connectionOrigins[id] else { return [] }
         var actions: [PoolAction] = []
         var host = self.takeHost(origin)
         defer { self.putHost(host, origin) }
-        guard let index = host.idle.firstIndex(where: { $0.id == id }),
-            let deadline = host.idle[index].deadline, deadline <= now
+        guard let index = host.idle.firstIndex(where: { $0.id == id }), let deadline = host.idle[index].deadline
         else {
-            return []  // leased again since the timer was set
+            return []  // leased (or closing) now: its next release sets its deadline
+        }
+        guard deadline <= now else {
+            return [.scheduleIdleTimer(connection: id, deadline: deadline)]  // parked again since
         }
         host.idle.remove(at: index)
         self.startClosing(id, in: &host, into: &actions, reason: self.isWornOut(id, now: now) ? .expired : nil)

@@ -137,8 +137,12 @@ struct RequestTimingTests {
             #expect(timing.curlVariable("time_starttransfer")! >= 0.05)
             // ...nor end the body sooner than this.
             #expect(timing.timeToFirstByte + timing.transfer >= .milliseconds(350))
-            // The pieces span 300 ms; only a head read more than 270 ms late could hide 30 ms of it.
-            #expect(timing.transfer >= .milliseconds(30))
+            // The pieces span 300 ms; only a head read more than 270 ms late (a stalled event loop on a loaded
+            // machine) could hide 30 ms of it, and then the split cannot be seen.
+            #expect(
+                timing.transfer >= .milliseconds(30) || timing.timeToFirstByte >= .milliseconds(320),
+                "\(timing.timeToFirstByte) then \(timing.transfer)"
+            )
             #expect(timing.total >= .milliseconds(350))
         }
     }

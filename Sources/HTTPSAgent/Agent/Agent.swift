@@ -1,9 +1,9 @@
 import HTTPSAgentTLS
 public import HTTPTypes
-import NIOConcurrencyHelpers
 public import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// A keep-alive HTTPS client with per-origin connection pools.
 ///
@@ -29,7 +29,7 @@ public final class Agent: Sendable {
     public let observers: [any AgentObserver]
     let pool: ConnectionPool
     /// Request ids, unique in the process so that an observer shared by several Agents can key on them.
-    private static let requestIDs = NIOLockedValueBox<UInt64>(0)
+    private static let lastRequestID = Atomic<UInt64>(0)
 
     /// Creates an Agent.
     ///
@@ -107,10 +107,7 @@ public final class Agent: Sendable {
         // The whole chain shares one deadline: it runs from the first hop's start.
         prepared.deadline = self.configuration.requestTimeout.map { (chain?.startedAt ?? start) + TimeAmount($0) }
         let target = prepared.target
-        let id = Self.requestIDs.withLockedValue { id in
-            id += 1
-            return id
-        }
+        let id = Self.lastRequestID.wrappingAdd(1, ordering: .relaxed).newValue
         let tracker = RequestTracker(
             request: ObservedRequest(
                 id: id,

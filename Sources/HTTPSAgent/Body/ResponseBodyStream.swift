@@ -31,7 +31,7 @@ final class ResponseBodyStream: Sendable {
         var phase: Phase = .streaming
         var buffers = CircularBuffer<ByteBuffer>(initialCapacity: 4)
         var bufferedBytes = 0
-        var waiter: CheckedContinuation<ByteBuffer?, any Error>?
+        var waiter: ThrowingContinuation<ByteBuffer?>?
         var producerPaused = false
         var iteratorMade = false
     }
@@ -67,7 +67,7 @@ final class ResponseBodyStream: Sendable {
     /// Hands a buffer to the consumer. Returns `false` when the producer should stop reading until
     /// ``ResponseBodyProducer/resumeReading(request:)``.
     func yield(_ buffer: ByteBuffer) -> Bool {
-        let (waiter, keepReading): (CheckedContinuation<ByteBuffer?, any Error>?, Bool) = self.state.withLockedValue {
+        let (waiter, keepReading): (ThrowingContinuation<ByteBuffer?>?, Bool) = self.state.withLockedValue {
             state in
             guard case .streaming = state.phase else { return (nil, true) }
             if let waiter = state.waiter {
@@ -88,7 +88,7 @@ final class ResponseBodyStream: Sendable {
 
     /// Ends the body: `nil` for a complete body, or the error that cut it short.
     func finish(_ error: (any Error)?) {
-        let waiter: CheckedContinuation<ByteBuffer?, any Error>? = self.state.withLockedValue { state in
+        let waiter: ThrowingContinuation<ByteBuffer?>? = self.state.withLockedValue { state in
             guard case .streaming = state.phase else { return nil }
             state.phase = .finished(error)
             if state.buffers.isEmpty, let waiter = state.waiter {
@@ -125,7 +125,7 @@ final class ResponseBodyStream: Sendable {
         case .wait: break
         }
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer?, any Error>) in
+            try await withThrowingContinuation { (continuation: ThrowingContinuation<ByteBuffer?>) in
                 let (outcome, mustAbandon, mustResume): (Immediate, Bool, Bool) = self.state.withLockedValue {
                     state in
                     if Task.isCancelled {
@@ -148,7 +148,7 @@ final class ResponseBodyStream: Sendable {
                 }
             }
         } onCancel: {
-            let (waiter, mustAbandon): (CheckedContinuation<ByteBuffer?, any Error>?, Bool) =
+            let (waiter, mustAbandon): (ThrowingContinuation<ByteBuffer?>?, Bool) =
                 self.state.withLockedValue { state in
                     guard let waiter = state.waiter else { return (nil, false) }
                     state.waiter = nil

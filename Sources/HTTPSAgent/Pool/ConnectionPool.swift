@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 /// A connection handed to a request by the pool.
 struct Lease: Sendable {
@@ -14,7 +15,7 @@ struct Lease: Sendable {
 final class ConnectionPool: Sendable {
     private struct State {
         var machine: PoolStateMachine
-        var waiters: [UInt64: CheckedContinuation<Lease, any Error>] = [:]
+        var waiters: [UInt64: ThrowingContinuation<Lease>] = [:]
         var connections: [Int: HTTP1Connection] = [:]
         /// At most one per connection. A lease leaves it running (one timer per idle timeout instead of one
         /// per request); when it comes early, the machine asks for the connection's current deadline.
@@ -23,7 +24,6 @@ final class ConnectionPool: Sendable {
         var waitTimers: [UInt64: Scheduled<Void>] = [:]
         var dials: [Int: Task<Void, Never>] = [:]
         var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
-        var nextRequestID: UInt64 = 0
     }
 
     private struct IdleTimer {
@@ -34,7 +34,7 @@ final class ConnectionPool: Sendable {
 
     /// An action resolved under the lock into what to do once the lock is released.
     private enum Effect {
-        case resume(CheckedContinuation<Lease, any Error>, Result<Lease, AgentError>)
+        case resume(ThrowingContinuation<Lease>, Result<Lease, AgentError>)
         case dial(id: Int, origin: Origin)
         case close(HTTP1Connection, reason: ConnectionCloseReason)
         case cancel(Scheduled<Void>)
@@ -45,6 +45,7 @@ final class ConnectionPool: Sendable {
     }
 
     private let state: NIOLockedValueBox<State>
+    private let lastRequestID = Atomic<UInt64>(0)
     private let connector: Connector
     private let timerLoop: any EventLoop
     /// The Agent's observers: told of every dial, and of pool changes.
@@ -66,12 +67,9 @@ final class ConnectionPool: Sendable {
     ///
     /// A connection dialled because of this request reports its events to `tracker`'s observers.
     func lease(_ origin: Origin, tracker: RequestTracker) async throws -> Lease {
-        let requestID = self.state.withLockedValue { state in
-            state.nextRequestID += 1
-            return state.nextRequestID
-        }
+        let requestID = self.lastRequestID.wrappingAdd(1, ordering: .relaxed).newValue
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
+            try await withThrowingContinuation { (continuation: ThrowingContinuation<Lease>) in
                 let effects: [Effect] = self.state.withLockedValue { state in
                     // Cancellation sets the flag before running its handler, so checking it under the
                     // lock closes the window where the handler ran before the waiter existed.

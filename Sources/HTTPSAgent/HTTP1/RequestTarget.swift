@@ -24,27 +24,31 @@ struct RequestTarget: Sendable, Hashable {
         try self.init(scheme: scheme, authority: authority)
     }
 
+    // Scans bytes (`utf8`), not characters: every delimiter is ASCII, and so is every valid host.
     init(scheme: Origin.Scheme, authority: String) throws(AgentError) {
-        if authority.contains("@") {
+        let bytes = authority.utf8
+        if bytes.contains(UInt8(ascii: "@")) {
             throw Self.invalid("credentials in the URL are not supported; send an Authorization header")
         }
         var hostPart: Substring
         var portPart: Substring?
-        if authority.hasPrefix("[") {
-            guard let close = authority.firstIndex(of: "]") else {
+        if bytes.first == UInt8(ascii: "[") {
+            guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else {
                 throw Self.invalid("unterminated IPv6 address in \"\(authority)\"")
             }
             hostPart = authority[authority.index(after: authority.startIndex)..<close]
             let rest = authority[authority.index(after: close)...]
             if !rest.isEmpty {
-                guard rest.hasPrefix(":") else { throw Self.invalid("unexpected text after \"]\" in \"\(authority)\"") }
+                guard rest.utf8.first == UInt8(ascii: ":") else {
+                    throw Self.invalid("unexpected text after \"]\" in \"\(authority)\"")
+                }
                 portPart = rest.dropFirst()
             }
             guard IPAddressLiteral.isIPAddress(String(hostPart)), hostPart.contains(":") else {
                 throw Self.invalid("\"\(hostPart)\" is not an IPv6 address")
             }
         } else {
-            if let colon = authority.lastIndex(of: ":") {
+            if let colon = bytes.lastIndex(of: UInt8(ascii: ":")) {
                 hostPart = authority[..<colon]
                 portPart = authority[authority.index(after: colon)...]
             } else {
@@ -53,7 +57,7 @@ struct RequestTarget: Sendable, Hashable {
             guard !hostPart.isEmpty, hostPart.utf8.allSatisfy(Self.isHostByte) else {
                 throw Self.invalid("invalid host \"\(hostPart)\"")
             }
-            if hostPart.hasSuffix("."), hostPart.count > 1 {
+            if hostPart.utf8.last == UInt8(ascii: "."), hostPart.utf8.count > 1 {
                 hostPart = hostPart.dropLast()
             }
         }
@@ -61,7 +65,7 @@ struct RequestTarget: Sendable, Hashable {
         if let portPart {
             // Digits only: Int("+443") would parse, and the Host header would carry the "+".
             guard portPart.utf8.allSatisfy({ UInt8(ascii: "0") <= $0 && $0 <= UInt8(ascii: "9") }),
-                portPart.count <= 5,
+                portPart.utf8.count <= 5,
                 let value = Int(portPart), (1...65_535).contains(value)
             else {
                 throw Self.invalid("invalid port \"\(portPart)\"")
@@ -69,9 +73,17 @@ struct RequestTarget: Sendable, Hashable {
             port = value
         }
         self.scheme = scheme
-        self.host = hostPart.lowercased()
+        self.host = Self.asciiLowercased(hostPart)
         self.port = port
         self.hostHeader = authority
+    }
+
+    /// `text` with A–Z lower-cased, without a new string's work when there is nothing to lower.
+    static func asciiLowercased(_ text: Substring) -> String {
+        guard text.utf8.contains(where: { UInt8(ascii: "A") <= $0 && $0 <= UInt8(ascii: "Z") }) else {
+            return String(text)
+        }
+        return text.lowercased()
     }
 
     /// Letters, digits, `-`, `.` and `_`: what DNS names and IPv4 literals are made of. Everything else
@@ -100,20 +112,22 @@ extension HTTPRequest {
     ///   - headerFields: header fields to send.
     /// - Throws: ``AgentError`` with code ``AgentError/Code/invalidRequest`` when the URL is not usable.
     public init(method: Method, url: String, headerFields: HTTPFields = [:]) throws(AgentError) {
-        guard let colon = url.firstIndex(of: ":"), url[colon...].hasPrefix("://") else {
+        // Scans bytes (`utf8`): every delimiter is ASCII.
+        guard let colon = url.utf8.firstIndex(of: UInt8(ascii: ":")), url.utf8[colon...].starts(with: "://".utf8) else {
             throw AgentError(code: .invalidRequest, phase: .request, message: "\"\(url)\" is not an absolute URL")
         }
-        let scheme = url[..<colon].lowercased()
-        var rest = url[url.index(colon, offsetBy: 3)...]
-        if let hash = rest.firstIndex(of: "#") {
+        let scheme = RequestTarget.asciiLowercased(url[..<colon])
+        var rest = url[url.utf8.index(colon, offsetBy: 3)...]
+        if let hash = rest.utf8.firstIndex(of: UInt8(ascii: "#")) {
             rest = rest[..<hash]
         }
-        let pathStart = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        let pathStart =
+            rest.utf8.firstIndex(where: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") }) ?? rest.endIndex
         let authority = String(rest[..<pathStart])
         var path = String(rest[pathStart...])
         if path.isEmpty {
             path = "/"
-        } else if path.hasPrefix("?") {
+        } else if path.utf8.first == UInt8(ascii: "?") {
             path = "/" + path
         }
         guard let parsedScheme = Origin.Scheme(rawValue: scheme) else {

@@ -9,9 +9,30 @@ package enum TLSProtocolVersion: Int, Sendable, Hashable, Comparable, CaseIterab
 }
 
 /// Where PEM-encoded material comes from: a file on disk or bytes in memory.
+///
+/// Paths are equal only when their bytes are (see ``ExactText``).
 package enum PEMSource: Sendable, Hashable {
     case file(String)
     case bytes([UInt8])
+
+    package static func == (lhs: PEMSource, rhs: PEMSource) -> Bool {
+        switch (lhs, rhs) {
+        case (.file(let lhs), .file(let rhs)): ExactText.equal(lhs, rhs)
+        case (.bytes(let lhs), .bytes(let rhs)): lhs == rhs
+        default: false
+        }
+    }
+
+    package func hash(into hasher: inout Hasher) {
+        switch self {
+        case .file(let path):
+            hasher.combine(0)
+            ExactText.hash(path, into: &hasher)
+        case .bytes(let bytes):
+            hasher.combine(1)
+            hasher.combine(bytes)
+        }
+    }
 }
 
 /// The certificates a peer's chain is checked against.

@@ -19,6 +19,15 @@ struct Origin: Sendable, Hashable, CustomStringConvertible {
     /// `nil` for `http`.
     var tls: TLSConfiguration?
 
+    /// Scheme, host and port only. Equality still compares the TLS configuration too; leaving it out
+    /// of the hash keeps PEM text from being hashed on every lease and release, and the origins of one
+    /// Agent share one configuration anyway.
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(self.scheme)
+        hasher.combine(self.host)
+        hasher.combine(self.port)
+    }
+
     var description: String {
         let shownHost = self.host.contains(":") ? "[\(self.host)]" : self.host
         return "\(self.scheme.rawValue)://\(shownHost):\(self.port)"

@@ -17,6 +17,29 @@ public struct TLSConfiguration: Sendable, Hashable {
         case file(String)
         /// PEM text with one or more CA certificates.
         case pem(String)
+
+        /// Paths and PEM text are equal only when their bytes are: two paths that differ only in how an
+        /// accented letter is encoded name two different files.
+        public static func == (lhs: TrustRoots, rhs: TrustRoots) -> Bool {
+            switch (lhs, rhs) {
+            case (.system, .system): true
+            case (.file(let lhs), .file(let rhs)), (.pem(let lhs), .pem(let rhs)): ExactText.equal(lhs, rhs)
+            default: false
+            }
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            switch self {
+            case .system:
+                hasher.combine(0)
+            case .file(let path):
+                hasher.combine(1)
+                ExactText.hash(path, into: &hasher)
+            case .pem(let text):
+                hasher.combine(2)
+                ExactText.hash(text, into: &hasher)
+            }
+        }
     }
 
     /// How much of the server's identity is checked.
@@ -42,6 +65,29 @@ public struct TLSConfiguration: Sendable, Hashable {
         enum Source: Sendable, Hashable {
             case files(chain: String, key: String)
             case pem(chain: String, key: String)
+
+            /// Byte for byte, as for ``TrustRoots``.
+            static func == (lhs: Source, rhs: Source) -> Bool {
+                switch (lhs, rhs) {
+                case (.files(let lhsChain, let lhsKey), .files(let rhsChain, let rhsKey)),
+                    (.pem(let lhsChain, let lhsKey), .pem(let rhsChain, let rhsKey)):
+                    ExactText.equal(lhsChain, rhsChain) && ExactText.equal(lhsKey, rhsKey)
+                default: false
+                }
+            }
+
+            func hash(into hasher: inout Hasher) {
+                switch self {
+                case .files(let chain, let key):
+                    hasher.combine(0)
+                    ExactText.hash(chain, into: &hasher)
+                    ExactText.hash(key, into: &hasher)
+                case .pem(let chain, let key):
+                    hasher.combine(1)
+                    ExactText.hash(chain, into: &hasher)
+                    ExactText.hash(key, into: &hasher)
+                }
+            }
         }
 
         let source: Source

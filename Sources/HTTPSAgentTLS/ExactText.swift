@@ -1,0 +1,18 @@
+/// Byte-for-byte comparison of text that names or holds key material: file paths and PEM text.
+///
+/// Swift's `String` equality is Unicode canonical equivalence, so `"café.pem"` written with a
+/// precomposed "é" equals the same name written with "e" and a combining accent. On Linux those are
+/// two different files, which may hold different certificates. Connection and context reuse keyed on
+/// such text must not treat them as one (the class of curl's CVE-2021-22924), so it compares UTF-8
+/// bytes instead.
+package enum ExactText {
+    package static func equal(_ lhs: String, _ rhs: String) -> Bool {
+        lhs.utf8.elementsEqual(rhs.utf8)
+    }
+
+    package static func hash(_ text: String, into hasher: inout Hasher) {
+        var text = text
+        text.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+        hasher.combine(text.utf8.count)
+    }
+}

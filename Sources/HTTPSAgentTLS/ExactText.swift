@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// Byte-for-byte comparison of text that names or holds key material: file paths and PEM text.
 ///
 /// Swift's `String` equality is Unicode canonical equivalence, so `"café.pem"` written with a
@@ -7,7 +13,15 @@
 /// bytes instead.
 package enum ExactText {
     package static func equal(_ lhs: String, _ rhs: String) -> Bool {
-        lhs.utf8.elementsEqual(rhs.utf8)
+        // Called on every lookup of a pool key: one memcmp, not a walk over two UTF-8 views.
+        var lhs = lhs
+        var rhs = rhs
+        return lhs.withUTF8 { left in
+            rhs.withUTF8 { right in
+                left.count == right.count
+                    && (left.isEmpty || memcmp(left.baseAddress!, right.baseAddress!, left.count) == 0)
+            }
+        }
     }
 
     package static func hash(_ text: String, into hasher: inout Hasher) {

@@ -153,6 +153,14 @@ package final class SSLContextBox: @unchecked Sendable {
                         offered,
                         offeredLength
                     )
+                    if result != OPENSSL_NPN_NEGOTIATED && box.options._testSelectsUnofferedALPN,
+                        let first = box.alpnWire.baseAddress
+                    {
+                        // Our first protocol, whatever the client offered: its length byte, then its name.
+                        out.pointee = UnsafePointer(first + 1)
+                        outLength.pointee = first.pointee
+                        return cshim_SSL_TLSEXT_ERR_OK()
+                    }
                     guard result == OPENSSL_NPN_NEGOTIATED, let selected else {
                         return cshim_SSL_TLSEXT_ERR_ALERT_FATAL()
                     }

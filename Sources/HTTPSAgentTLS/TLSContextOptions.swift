@@ -81,6 +81,10 @@ package struct TLSContextOptions: Sendable, Hashable {
     /// Server only: how long sessions may be resumed, in seconds (the ticket lifetime hint); `nil`
     /// keeps OpenSSL's default.
     package var sessionTimeout: Int?
+    /// Server only, for tests: select the first of ``alpnProtocols`` even when the client did not offer
+    /// it, as a broken server would (a correct one picks from the client's list, or answers without
+    /// ALPN). Lets a test check that a client refuses a protocol it never asked for.
+    package var _testSelectsUnofferedALPN = false
 
     package init(
         role: Role,

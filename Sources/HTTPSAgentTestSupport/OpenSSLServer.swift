@@ -65,6 +65,28 @@ package final class OpenSSLServer: @unchecked Sendable {
         self.port = port
     }
 
+    /// Runs `openssl s_client -connect 127.0.0.1:PORT` with `arguments` against this server, with no
+    /// input, and returns what it printed (standard output and error together): a way to check what the
+    /// server can do, independently of the client under test, before a test relies on it.
+    package func probe(_ arguments: [String]) throws -> String {
+        guard let executable = Self.executable else {
+            throw StartError(description: Self.unavailableReason ?? "openssl not found")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments =
+            ["-k", "5", "20", executable, "s_client", "-connect", "127.0.0.1:\(self.port)"] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // The pipe ends when the client exits (at most 20 s, under `timeout`).
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        stopProcessUnderTimeout(process)
+        return String(decoding: data, as: UTF8.self)
+    }
+
     struct StartError: Error, CustomStringConvertible {
         var description: String
     }

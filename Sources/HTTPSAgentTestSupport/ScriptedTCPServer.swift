@@ -1,9 +1,14 @@
 import Foundation
+package import HTTPSAgentTLS
 import NIOConcurrencyHelpers
 package import NIOCore
 import NIOPosix
 
 /// A raw TCP server on loopback that misbehaves on purpose, for failure tests.
+///
+/// With TLS options it runs a real TLS handshake first, and the behaviour applies to what is inside:
+/// the bytes it scripts are sent as application data, and its closes send `close_notify` unless an
+/// answer says otherwise (``ScriptedAnswer/withoutCloseNotify``).
 package final class ScriptedTCPServer: Sendable {
     /// What the server does with each connection.
     package enum Behavior: Sendable {
@@ -45,18 +50,31 @@ package final class ScriptedTCPServer: Sendable {
     /// Request heads received so far (for ``Behavior/answerFirstThenDropSecond(response:)``).
     package var requestsReceived: Int { self.requestCount.withLockedValue { $0 } }
 
+    /// Starts a server on `host` and `port` (0: an ephemeral port).
+    ///
+    /// - Parameter tls: server options to run TLS with; `nil` (the default) speaks plain TCP.
     package static func start(
         _ behavior: Behavior,
+        tls: TLSContextOptions? = nil,
         host: String = "127.0.0.1",
         port: Int = 0,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> ScriptedTCPServer {
         let accepted = NIOLockedValueBox(0)
         let requests = NIOLockedValueBox(0)
+        let context = try tls.map { try SSLContextBox(options: $0) }
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 accepted.withLockedValue { $0 += 1 }
+                if let context {
+                    do {
+                        let connection = try SSLConnectionBox(context: context, serverHostname: nil)
+                        try channel.pipeline.syncOperations.addHandler(TLSHandler(connection: connection))
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                }
                 switch behavior {
                 case .acceptAndHang:
                     return channel.eventLoop.makeSucceededVoidFuture()
@@ -182,6 +200,9 @@ private final class RequestCountingHandler: ChannelInboundHandler {
 package struct ScriptedAnswer: Sendable {
     package var pieces: [String]
     package var close: Bool
+    /// With `close`, over TLS: shut the TCP connection down without sending `close_notify` first, as a
+    /// crashed server or a middlebox cutting the connection would (over plain TCP, a FIN either way).
+    package var withoutCloseNotify = false
 
     /// Bytes written at once.
     package init(_ bytes: String, close: Bool = false) {
@@ -192,6 +213,13 @@ package struct ScriptedAnswer: Sendable {
     package init(pieces: [String], close: Bool = false) {
         self.pieces = pieces
         self.close = close
+    }
+
+    /// `bytes` written at once, then the TCP connection shut without `close_notify`.
+    package static func closingWithoutCloseNotify(_ bytes: String) -> ScriptedAnswer {
+        var answer = ScriptedAnswer(bytes, close: true)
+        answer.withoutCloseNotify = true
+        return answer
     }
 }
 
@@ -221,23 +249,24 @@ private final class ScriptedAnswerHandler: ChannelInboundHandler {
             let answer =
                 self.answer(path) ?? ScriptedAnswer("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             self.closing = answer.close
-            self.write(answer.pieces[...], close: answer.close, context: context)
+            self.write(answer.pieces[...], answer: answer, context: context)
         }
     }
 
-    private func write(_ pieces: ArraySlice<String>, close: Bool, context: ChannelHandlerContext) {
+    private func write(_ pieces: ArraySlice<String>, answer: ScriptedAnswer, context: ChannelHandlerContext) {
         guard let piece = pieces.first else {
-            if close { context.close(promise: nil) }
+            // The TLS handler sends close_notify on a full close and passes a half-close straight down.
+            if answer.close { context.close(mode: answer.withoutCloseNotify ? .output : .all, promise: nil) }
             return
         }
         let written = context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: piece)))
         let rest = pieces.dropFirst()
         written.assumeIsolated().whenComplete { _ in
             if rest.isEmpty {
-                self.write(rest, close: close, context: context)
+                self.write(rest, answer: answer, context: context)
             } else {
                 context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(20)) {
-                    self.write(rest, close: close, context: context)
+                    self.write(rest, answer: answer, context: context)
                 }
             }
         }

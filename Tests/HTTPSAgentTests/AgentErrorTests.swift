@@ -13,56 +13,7 @@ struct AgentErrorTests {
         self.environment = try TestEnvironment()
     }
 
-    @Test(
-        arguments: [
-            ("wrong hostname", "hostname mismatch"),
-            ("unknown CA", "unable to get local issuer certificate"),
-            ("expired", "certificate has expired"),
-            ("self-signed", "self-signed certificate"),
-        ]
-    )
-    func certificateFailuresNameTheReason(kind: String, expected: String) async throws {
-        let certificate: PEMCertificateAndKey
-        switch kind {
-        case "wrong hostname":
-            certificate = try environment.certificates.authority.issue(commonName: "other", dnsNames: ["other.example"])
-        case "unknown CA":
-            certificate = try CertificateAuthority(commonName: "Stranger").issue(
-                commonName: "localhost",
-                dnsNames: ["localhost"]
-            )
-        case "expired":
-            certificate = try environment.certificates.authority.issue(
-                commonName: "localhost",
-                dnsNames: ["localhost"],
-                notBeforeOffset: -30 * 86_400,
-                notAfterOffset: -86_400
-            )
-        default:
-            certificate = try CertificateAuthority.selfSigned(commonName: "localhost", dnsNames: ["localhost"])
-        }
-        let server = try await TestHTTPServer.start(
-            .init(tls: environment.certificates.serverOptions(certificate: certificate))
-        )
-        try await withAgent(environment.configuration(), server: server) { agent, server in
-            for _ in 0..<2 {
-                await #expect {
-                    _ = try await agent.get(server.url("/hello"))
-                } throws: { error in
-                    guard let error = error as? AgentError else { return false }
-                    return error.code == .certificateVerificationFailed && error.phase == .tlsHandshake
-                        && error.host == "localhost" && error.port == server.port
-                        && error.verifyResultDescription == expected
-                        && error.tlsReason == "certificate verify failed"
-                        && error.description.contains(expected)
-                }
-            }
-            // Nothing was cached or kept: each attempt made its own connection, and none is left open.
-            #expect(server.stats.accepted == 2)
-            #expect(server.stats.requests == 0)
-            #expect(agent.stats.totalConnections == 0)
-        }
-    }
+    // Certificates that do not verify: TLSNegativeMatrixTests.
 
     @Test func verificationCanBeNarrowedOrDisabledOnlyExplicitly() async throws {
         let other = try environment.certificates.authority.issue(commonName: "other", dnsNames: ["other.example"])

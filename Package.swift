@@ -104,6 +104,18 @@ let package = Package(
             path: "Examples/metrics-service",
             swiftSettings: strictSettings
         ),
+        .executableTarget(
+            name: "soak",
+            dependencies: [
+                "HTTPSAgent",
+                "HTTPSAgentTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            path: "Examples/soak",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "HTTPSAgentTLSTests",
             dependencies: [
@@ -119,6 +131,7 @@ let package = Package(
             dependencies: [
                 "HTTPSAgent",
                 "fetch",  // built for the CLI tests, which run the binary
+                "soak",  // built for the soak test, which runs the binary
                 "HTTPSAgentTLS",
                 "HTTPSAgentTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),

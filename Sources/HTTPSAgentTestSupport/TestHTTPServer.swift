@@ -45,6 +45,9 @@ package final class TestHTTPServer: Sendable {
         package var port: Int
         /// Close a connection that has been idle for this long after a response.
         package var closeIdleAfter: TimeAmount?
+        /// Close idle connections after a random time between zero and ``closeIdleAfter`` instead, drawn
+        /// anew after every response: a server whose idle closes no client can predict.
+        package var closesIdleAtRandom = false
         /// Close a connection after it served this many requests (with `Connection: close` on the last).
         package var maxRequestsPerConnection: Int?
         /// Send `Keep-Alive: timeout=N` with every kept-alive response.
@@ -514,7 +517,10 @@ final class TestServerHandler: ChannelInboundHandler {
         let written = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
         if close {
             written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        } else if let idle = self.configuration.closeIdleAfter {
+        } else if var idle = self.configuration.closeIdleAfter {
+            if self.configuration.closesIdleAtRandom {
+                idle = .nanoseconds(.random(in: 0...idle.nanoseconds))
+            }
             self.idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idle) {
                 context.close(promise: nil)
             }

@@ -128,8 +128,17 @@ struct FetchCLITests {
 
     /// Runs `fetch` with `arguments` (in `directory`, if given) and collects its output.
     static func fetch(_ arguments: [String], directory workingDirectory: String? = nil) async throws -> Result {
+        try await Self.run("fetch", arguments, directory: workingDirectory)
+    }
+
+    /// Runs one of the package's executables, built next to the test bundle, and collects its output.
+    static func run(
+        _ product: String,
+        _ arguments: [String],
+        directory workingDirectory: String? = nil
+    ) async throws -> Result {
         let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let executable = directory.appendingPathComponent("fetch")
+        let executable = directory.appendingPathComponent(product)
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments

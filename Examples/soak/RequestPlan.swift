@@ -7,6 +7,8 @@ import Synchronization
 struct RequestPlan: Sendable {
     let urls: [String]
     let largeEvery: Int
+    /// Every this many requests one is cancelled at a random moment; `nil` for none.
+    var cancelEvery: Int?
 
     static let smallSize = 2_200
     static let largeSize = 256 << 10
@@ -25,6 +27,10 @@ struct RequestPlan: Sendable {
         var succeeded = 0
         var reused = 0
         var retried = 0
+        /// Cancelled requests, by the phase they were cancelled in.
+        var cancelled: [String: Int] = [:]
+        /// Requests meant to be cancelled that finished first.
+        var finishedBeforeCancel = 0
         /// Failures by error code (or type, for an error that is not an ``AgentError``).
         var errors: [String: Int] = [:]
         /// The first few failures in full.
@@ -34,6 +40,8 @@ struct RequestPlan: Sendable {
             self.succeeded += other.succeeded
             self.reused += other.reused
             self.retried += other.retried
+            self.cancelled.merge(other.cancelled, uniquingKeysWith: +)
+            self.finishedBeforeCancel += other.finishedBeforeCancel
             self.errors.merge(other.errors, uniquingKeysWith: +)
             self.errorSamples += other.errorSamples.prefix(max(0, 5 - self.errorSamples.count))
         }
@@ -64,6 +72,10 @@ struct RequestPlan: Sendable {
     }
 
     private func send(_ n: Int, agent: Agent, into outcome: inout Outcome) async {
+        if let cancelEvery, n % cancelEvery == cancelEvery - 1 {
+            await self.sendAndCancel(n, agent: agent, into: &outcome)
+            return
+        }
         let (url, size) = self.request(n)
         do {
             let response = try await agent.get(url)

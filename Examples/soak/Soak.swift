@@ -28,6 +28,9 @@ struct Soak: AsyncParsableCommand {
     @Option(help: "Every Nth request fetches a large body (256 KiB); the rest are small or chunked.")
     var largeEvery = 25
 
+    @Option(help: "Cancel every Nth request at a random moment (0–3 ms after it starts); 0 for none.")
+    var cancelEvery = 10
+
     @Option(help: "How much resident memory may grow over the run, in MiB, before it counts as a leak.")
     var memoryAllowance = 64
 
@@ -50,7 +53,7 @@ struct Soak: AsyncParsableCommand {
         configuration.maxSocketsPerHost = self.maxSockets
         configuration.maxFreeSocketsPerHost = self.maxSockets / 2
         configuration.idleTimeout = .seconds(2)
-        let plan = RequestPlan(urls: servers.baseURLs, largeEvery: self.largeEvery)
+        var plan = RequestPlan(urls: servers.baseURLs, largeEvery: self.largeEvery)
 
         // A first Agent warms up what stays for the life of the process (event-loop and dispatch timers,
         // the allocator's arenas), and is shut down before the descriptors are counted.
@@ -63,6 +66,7 @@ struct Soak: AsyncParsableCommand {
         let agent = Agent(configuration: configuration)
         _ = await plan.drive(agent, requests: self.tasks * 4, tasks: self.tasks)
         let memoryBefore = ProcessProbe.residentBytes()
+        plan.cancelEvery = self.cancelEvery > 0 ? self.cancelEvery : nil
         let started = ContinuousClock.now
         let outcome = await plan.drive(agent, requests: self.requests, tasks: self.tasks)
         let elapsed = ContinuousClock.now - started
@@ -72,6 +76,9 @@ struct Soak: AsyncParsableCommand {
         let statsAfter = await Self.settled(agent)
 
         await agent.shutdown()
+        // Last, an Agent shut down while every task waits for a slow answer.
+        let busy = Agent(configuration: configuration)
+        let shutdown = await RequestPlan.shutdownUnderLoad(busy, urls: servers.baseURLs, tasks: self.tasks)
         let serversIdle = await servers.waitUntilNoneOpen()
         let descriptorsAfter = ProcessProbe.descriptorTargets()
         let served = servers.stats
@@ -84,6 +91,8 @@ struct Soak: AsyncParsableCommand {
             succeeded: outcome.succeeded,
             reused: outcome.reused,
             retried: outcome.retried,
+            cancelled: outcome.cancelled,
+            finishedBeforeCancel: outcome.finishedBeforeCancel,
             errors: outcome.errors,
             errorSamples: outcome.errorSamples,
             warmUpErrors: warmUp.errors.values.reduce(0, +),
@@ -99,7 +108,8 @@ struct Soak: AsyncParsableCommand {
             serversIdleAtEnd: serversIdle,
             memoryBefore: memoryBefore,
             memoryAfter: memoryAfter,
-            memoryAllowance: self.memoryAllowance << 20
+            memoryAllowance: self.memoryAllowance << 20,
+            shutdownUnderLoad: shutdown
         )
         report.evaluate()
         if self.json {

@@ -7,6 +7,10 @@ struct SoakReport: Codable {
     var reused: Int
     /// Requests that needed a second attempt (a reused connection closed by the server under them).
     var retried: Int
+    /// Requests cancelled on purpose, by the phase they were in.
+    var cancelled: [String: Int]
+    /// Requests meant to be cancelled that finished first.
+    var finishedBeforeCancel: Int
     var errors: [String: Int]
     var errorSamples: [String]
     var warmUpErrors: Int
@@ -27,6 +31,7 @@ struct SoakReport: Codable {
     var memoryBefore: Int
     var memoryAfter: Int
     var memoryAllowance: Int
+    var shutdownUnderLoad: RequestPlan.ShutdownOutcome
     var failures: [String] = []
 
     mutating func evaluate() {
@@ -35,8 +40,19 @@ struct SoakReport: Codable {
         if errorCount > 0 || self.warmUpErrors > 0 {
             failures.append("\(errorCount) requests failed (\(self.warmUpErrors) in the warm-up): \(self.errors)")
         }
-        if self.succeeded != self.requests {
-            failures.append("\(self.succeeded) of \(self.requests) requests succeeded")
+        let cancelled = self.cancelled.values.reduce(0, +)
+        if self.succeeded + cancelled + self.finishedBeforeCancel != self.requests {
+            failures.append(
+                "\(self.succeeded) succeeded and \(cancelled + self.finishedBeforeCancel) were cancelled or meant to be, "
+                    + "of \(self.requests)"
+            )
+        }
+        let endings = Set(self.shutdownUnderLoad.endings.keys)
+        if !endings.isSubset(of: ["ok", "shutdown"]) {
+            failures.append("requests in flight at the shutdown ended as \(self.shutdownUnderLoad.endings)")
+        }
+        if self.shutdownUnderLoad.shutdownSeconds > 5 {
+            failures.append("shutdown() under load took \(self.shutdownUnderLoad.shutdownSeconds) s")
         }
         if self.activeAtEnd != 0 {
             failures.append("\(self.activeAtEnd) connections or waiters still active after the last request")
@@ -64,6 +80,11 @@ struct SoakReport: Codable {
                 + "\(Self.rounded(self.seconds)) s (\(Int(Double(self.requests) / max(self.seconds, 1e-9))) per second)",
             "  succeeded \(self.succeeded), reused a connection \(self.reused), retried \(self.retried), "
                 + "failed \(self.errors.values.reduce(0, +))",
+            "  cancelled on purpose \(self.cancelled.values.reduce(0, +)) (by phase: \(self.cancelled)), "
+                + "finished before their cancellation \(self.finishedBeforeCancel)",
+            "  shutdown() with \(self.shutdownUnderLoad.requests) requests in flight took "
+                + "\(Self.rounded(self.shutdownUnderLoad.shutdownSeconds * 1000)) ms; they ended as "
+                + "\(self.shutdownUnderLoad.endings)",
             "  servers: accepted \(self.connectionsAccepted) connections, served \(self.requestsServed) requests",
             "  active at the end: \(self.activeAtEnd), free \(self.freeAtEnd); file descriptors \(self.descriptorsBefore) before, "
                 + "\(self.descriptorsAfter) after",

@@ -142,6 +142,26 @@ struct AgentPoolingTests {
 struct StaleConnectionTests {
     static let keepAliveResponse = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
+    @Test func theSecondAttemptNeverTakesAnotherPooledConnection() async throws {
+        // Two pooled connections, both of which the server will drop: the request is sent again once, on
+        // a new connection, not on the other pooled one.
+        let server = try await ScriptedTCPServer.start(.answerFirstThenDropSecond(response: Self.keepAliveResponse))
+        let agent = Agent()
+        let url = "http://127.0.0.1:\(server.port)/"
+        async let first = agent.get(url).text()
+        async let second = agent.get(url).text()
+        #expect(try await [first, second] == ["ok", "ok"])
+        #expect(await AgentLifecycleTests.waitFor { agent.stats.origins.first?.free == 2 })
+        let response = try await agent.get(url)
+        #expect(try await response.text() == "ok")
+        #expect(response.timing.attempts == 2)
+        #expect(!response.connection.isReused)
+        #expect(server.accepted == 3)
+        #expect(server.requestsReceived == 4)  // two first requests, the dropped one, and the resent one
+        await agent.shutdown()
+        try await server.shutdown()
+    }
+
     @Test func idempotentRequestIsSentAgainOnANewConnection() async throws {
         let server = try await ScriptedTCPServer.start(.answerFirstThenDropSecond(response: Self.keepAliveResponse))
         let agent = Agent()

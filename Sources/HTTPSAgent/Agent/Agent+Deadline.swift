@@ -14,13 +14,13 @@ extension Agent {
     /// ``AgentError/Code/requestTimeout``. A lease granted in the same instant is handed back to the
     /// pool unused, never lost. A connection being dialled for the request is not abandoned: it joins
     /// the pool for later requests.
-    func lease(_ origin: Origin, tracker: RequestTracker, deadline: NIODeadline?) async throws -> Lease {
+    func lease(_ origin: Origin, tracker: RequestTracker, deadline: NIODeadline?, fresh: Bool) async throws -> Lease {
         guard let deadline else {
-            return try await self.pool.lease(origin, tracker: tracker)
+            return try await self.pool.lease(origin, tracker: tracker, fresh: fresh)
         }
         let pool = self.pool
         return try await withThrowingTaskGroup(of: LeaseRace.self) { group in
-            group.addTask { .lease(try await pool.lease(origin, tracker: tracker)) }
+            group.addTask { .lease(try await pool.lease(origin, tracker: tracker, fresh: fresh)) }
             group.addTask {
                 let remaining = deadline - .now()
                 if remaining > .zero {

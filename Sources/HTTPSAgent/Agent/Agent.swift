@@ -149,12 +149,12 @@ public final class Agent: Sendable {
         )
         // A pooled connection can turn out to be closed by the server (it idled out) just as we use
         // it. If nothing reached the server, or the request is idempotent and no response byte came
-        // back, sending it again on another connection is safe. A failure on a new connection is
-        // never retried, so this ends after the pooled connections run out.
+        // back, sending it again is safe. It is sent again once, on a new connection: another pooled one
+        // has idled as long and may be closed too. A failure on a new connection is never retried.
         var attempts = 0
         while true {
             attempts += 1
-            let lease = try await self.lease(origin, tracker: tracker, deadline: prepared.deadline)
+            let lease = try await self.lease(origin, tracker: tracker, deadline: prepared.deadline, fresh: attempts > 1)
             if Task.isCancelled {
                 // Cancelled while the lease was being granted: hand the connection back unused rather
                 // than send a request nobody waits for.
@@ -173,7 +173,8 @@ public final class Agent: Sendable {
                 let received = try await lease.connection.execute(prepared, id: lease.requestID, tracker: tracker)
                 return AgentResponse(received, connection: info, tracker: tracker, decoding: prepared.decoding)
             } catch var error as AgentError where lease.reused && error.code == .connectionClosed {
-                if prepared.isSafeToResend(after: error) && attempts <= self.configuration.maxSocketsPerHost {
+                // The second lease is fresh, so a reused connection fails here at most once.
+                if prepared.isSafeToResend(after: error) {
                     tracker.retrying()
                     continue
                 }

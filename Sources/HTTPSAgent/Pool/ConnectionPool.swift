@@ -66,7 +66,9 @@ final class ConnectionPool: Sendable {
     ///   the connection opened for this request fails.
     ///
     /// A connection dialled because of this request reports its events to `tracker`'s observers.
-    func lease(_ origin: Origin, tracker: RequestTracker) async throws -> Lease {
+    ///
+    /// With `fresh`, only a connection dialled for it (or at least never used) will do.
+    func lease(_ origin: Origin, tracker: RequestTracker, fresh: Bool = false) async throws -> Lease {
         let requestID = self.lastRequestID.wrappingAdd(1, ordering: .relaxed).newValue
         return try await withTaskCancellationHandler {
             try await withThrowingContinuation { (continuation: ThrowingContinuation<Lease>) in
@@ -77,7 +79,7 @@ final class ConnectionPool: Sendable {
                         return [.resume(continuation, .failure(Self.error(for: .cancelled, origin: origin)))]
                     }
                     state.waiters[requestID] = continuation
-                    let actions = state.machine.leaseRequested(requestID, origin: origin, now: .now())
+                    let actions = state.machine.leaseRequested(requestID, origin: origin, now: .now(), fresh: fresh)
                     return self.resolve(actions, &state, changed: origin)
                 }
                 self.perform(effects, dialObservers: tracker.observers)

@@ -49,6 +49,9 @@ struct PoolStateMachine {
     private(set) var hosts: [Origin: HostPool] = [:]
     private var connectionOrigins: [Int: Origin] = [:]
     private var waiterOrigins: [UInt64: Origin] = [:]
+    /// Waiters that must get a new connection, not a free or released one (a request sent again after
+    /// its reused connection turned out to be closed).
+    private var freshWaiters: Set<UInt64> = []
     private var lives: [Int: Life] = [:]
     private(set) var totalConnections = 0
     private var totalClosing = 0
@@ -79,13 +82,28 @@ struct PoolStateMachine {
     // MARK: - Requests
 
     /// A request wants a connection to `origin`.
-    mutating func leaseRequested(_ request: UInt64, origin: Origin, now: NIODeadline) -> [PoolAction] {
+    ///
+    /// - Parameter fresh: only a connection dialled from now on will do. At the per-host limit, the
+    ///   oldest free connection is closed to make room for it.
+    mutating func leaseRequested(
+        _ request: UInt64,
+        origin: Origin,
+        now: NIODeadline,
+        fresh: Bool = false
+    ) -> [PoolAction] {
         if self.isShuttingDown {
             return [.failRequest(request, .shutdown, origin)]
         }
         var host = self.hosts[origin] ?? HostPool()
         var actions: [PoolAction] = []
-        while let connection = self.takeIdle(&host) {
+        if fresh {
+            self.freshWaiters.insert(request)
+            if host.total >= self.limits.maxSocketsPerHost, !host.idle.isEmpty {
+                let oldest = host.idle.removeFirst()
+                self.startClosing(oldest.id, in: &host, into: &actions)
+            }
+        }
+        while !fresh, let connection = self.takeIdle(&host) {
             // A free connection past its lifetime is closed, not handed out.
             if self.isWornOut(connection, now: now) {
                 self.startClosing(connection, in: &host, into: &actions, reason: .expired)
@@ -123,6 +141,7 @@ struct PoolStateMachine {
         guard let origin = self.waiterOrigins.removeValue(forKey: request) else {
             return []  // already served or failed
         }
+        self.freshWaiters.remove(request)
         var host = self.takeHost(origin)
         if let index = host.waiters.firstIndex(of: request) {
             host.waiters.remove(at: index)
@@ -155,6 +174,7 @@ struct PoolStateMachine {
             self.startClosing(id, in: &host, into: &actions)
         } else if let request = host.waiters.popFirst() {
             self.waiterOrigins[request] = nil
+            self.freshWaiters.remove(request)
             host.leased.insert(id)
             self.lives[id]?.requests += 1
             actions.append(.lease(connection: id, request: request, reused: false))
@@ -178,6 +198,7 @@ struct PoolStateMachine {
         // Fail the oldest waiter unless the dials still under way can serve every waiter.
         if host.waiters.count > host.connecting.count, let request = host.waiters.popFirst() {
             self.waiterOrigins[request] = nil
+            self.freshWaiters.remove(request)
             actions.append(.failRequest(request, .connectFailed(error), origin))
         }
         self.putHost(host, origin)
@@ -216,11 +237,16 @@ struct PoolStateMachine {
         } else if self.isWornOut(id, now: now) {
             // It finished its request; now it goes. Waiters get a new connection once it has closed.
             self.startClosing(id, in: &host, into: &actions, reason: .expired)
-        } else if let request = host.waiters.popFirst() {
+        } else if let index = host.waiters.firstIndex(where: { !self.freshWaiters.contains($0) }) {
+            let request = host.waiters.remove(at: index)
             self.waiterOrigins[request] = nil
             host.leased.insert(id)
             self.lives[id]?.requests += 1
             actions.append(.lease(connection: id, request: request, reused: true))
+        } else if host.unservedWaiters > 0 {
+            // Only waiters for a new connection, and no dial for one of them: this slot goes to that dial
+            // once the connection has closed.
+            self.startClosing(id, in: &host, into: &actions)
         } else {
             self.park(id, in: &host, origin: origin, now: now, keepAliveHint: keepAliveHint, into: &actions)
         }
@@ -282,6 +308,7 @@ struct PoolStateMachine {
             var host = self.takeHost(origin)
             while let request = host.waiters.popFirst() {
                 self.waiterOrigins[request] = nil
+                self.freshWaiters.remove(request)
                 actions.append(.failRequest(request, .shutdown, origin))
             }
             for idle in host.idle {

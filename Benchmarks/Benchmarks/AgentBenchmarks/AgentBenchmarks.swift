@@ -53,6 +53,8 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
     }
+
+    hotPathBenchmarks()
 }
 
 /// An observer that implements nothing: every event goes to the protocol's empty defaults.
@@ -88,7 +90,7 @@ private func getLoop(iterations: Range<Int>) async throws {
 }
 
 /// The server and the Agent of the benchmark that this process runs, on one event-loop thread.
-private enum Fixture {
+enum Fixture {
     private struct State {
         var group: MultiThreadedEventLoopGroup?
         var executor: EventLoopTaskExecutor?
@@ -105,6 +107,20 @@ private enum Fixture {
                 preconditionFailure("the benchmark runs before its setup")
             }
             return (agent, server.url, executor)
+        }
+    }
+
+    /// The server, its URL and event-loop thread, and the executor that runs tasks on that thread.
+    static var server:
+        (url: String, group: any EventLoopGroup, executor: EventLoopTaskExecutor, connectionsAccepted: Int)
+    {
+        get throws {
+            try self.state.withLockedValue { state in
+                guard let server = state.server, let group = state.group, let executor = state.executor else {
+                    throw BenchmarkSetupError("the server did not start")
+                }
+                return (server.url, group, executor, server.connectionsAccepted)
+            }
         }
     }
 
@@ -172,7 +188,7 @@ private enum Fixture {
 }
 
 /// A setup or teardown step failed; the benchmark tool reports the message.
-private struct BenchmarkSetupError: Error, CustomStringConvertible {
+struct BenchmarkSetupError: Error, CustomStringConvertible {
     var description: String
 
     init(_ description: String) {

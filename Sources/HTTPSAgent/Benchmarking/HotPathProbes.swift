@@ -119,7 +119,7 @@ public final class ConnectionPoolProbe: Sendable {
     /// - Returns: whether the lease reused the pooled connection.
     /// - Throws: ``AgentError`` if the lease fails.
     public func leaseAndRelease() async throws -> Bool {
-        let lease = try await self.agent.lease(self.origin, tracker: self.tracker, deadline: nil)
+        let lease = try await self.agent.lease(self.origin, tracker: self.tracker, deadline: nil, fresh: false)
         self.agent.pool.connectionReleased(lease.connection.id, keepAliveHint: nil)
         return lease.reused
     }

@@ -167,8 +167,8 @@ struct AgentLifecycleTests {
         let configuration = environment.configuration(freeSocketScheduling: scheduling)
         try await withAgent(configuration, server: environment.tlsServer()) { agent, server in
             // Two connections released in a known order: the one held by a slow response goes last, even
-            // when a loaded machine takes a second or more to open the quick one.
-            async let slow = agent.get(server.url("/delay/3000"))
+            // when a loaded machine takes several seconds to open the quick one.
+            async let slow = agent.get(server.url("/delay/8000"))
             #expect(await server.waitUntil { $0.requests == 1 })
             let quick = try await agent.get(server.url("/hello"))
             _ = try await quick.text()

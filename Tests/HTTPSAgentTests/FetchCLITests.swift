@@ -132,16 +132,25 @@ struct FetchCLITests {
     }
 
     /// Runs one of the package's executables, built next to the test bundle, and collects its output.
+    ///
+    /// `lowPriority` runs it under `nice -n 19`, so that a long CPU-bound run does not starve the
+    /// timing-sensitive tests that run alongside it.
     static func run(
         _ product: String,
         _ arguments: [String],
-        directory workingDirectory: String? = nil
+        directory workingDirectory: String? = nil,
+        lowPriority: Bool = false
     ) async throws -> Result {
         let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let executable = directory.appendingPathComponent(product)
         let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
+        if lowPriority {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/nice")
+            process.arguments = ["-n", "19", executable.path] + arguments
+        } else {
+            process.executableURL = executable
+            process.arguments = arguments
+        }
         if let workingDirectory {
             process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory)
         }

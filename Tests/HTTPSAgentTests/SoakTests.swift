@@ -10,7 +10,8 @@ struct SoakTests {
         // A third of them cancelled at a random moment, then an Agent shut down under load.
         let result = try await FetchCLITests.run(
             "soak",
-            ["--requests", "3000", "--tasks", "64", "--cancel-every", "3", "--json"]
+            ["--requests", "3000", "--tasks", "64", "--cancel-every", "3", "--json"],
+            lowPriority: true
         )
         let line = try #require(result.standardOutput.split(separator: "\n").last, "\(result.standardError)")
         let report = try #require(

@@ -94,7 +94,8 @@ struct PoolStateMachine {
         if self.isShuttingDown {
             return [.failRequest(request, .shutdown, origin)]
         }
-        var host = self.hosts[origin] ?? HostPool()
+        // Taken out of the dictionary while it changes, so that its sets and arrays are not copied.
+        var host = self.takeHost(origin)
         var actions: [PoolAction] = []
         if fresh {
             self.freshWaiters.insert(request)
@@ -400,8 +401,10 @@ struct PoolStateMachine {
             self.startClosing(id, in: &host, into: &actions, reason: .idleTimeout)
             return
         }
-        let deadline = [self.limits.idleTimeout.map { now + $0 }, hinted, self.lives[id]?.expiresAt]
-            .compactMap { $0 }.min()
+        // The earliest of the three, without building an array on every release.
+        var deadline = self.limits.idleTimeout.map { now + $0 }
+        if let hinted, hinted < (deadline ?? .distantFuture) { deadline = hinted }
+        if let expiresAt = self.lives[id]?.expiresAt, expiresAt < (deadline ?? .distantFuture) { deadline = expiresAt }
         host.idle.append(IdleConnection(id: id, since: now, deadline: deadline))
         if let deadline {
             actions.append(.scheduleIdleTimer(connection: id, deadline: deadline))

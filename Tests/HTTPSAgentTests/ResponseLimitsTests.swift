@@ -100,6 +100,9 @@ struct ResponseLimitsTests {
         arguments: [
             "HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\nok",
             "HTTP/1.1 20 OK\r\nContent-Length: 2\r\n\r\nok",
+            // Three digits, but below 100: the parser would read a body we would not expect (found by fuzzing).
+            "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.1 000 Zero\r\n\r\nok",
             "HTTX/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             "HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
             "<html>not HTTP at all</html>\r\n\r\n",

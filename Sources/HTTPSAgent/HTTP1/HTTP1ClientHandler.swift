@@ -271,6 +271,14 @@ final class HTTP1ClientHandler: ChannelDuplexHandler {
         if self.readIdleTimer != nil { self.readIdleSince = .now() }
         switch self.unwrapInboundIn(data) {
         case .head(let head):
+            // A status code is 100 to 999 (RFC 9110 §15), but the parser takes any three digits. It frames a
+            // 0xx like a 200 while everything here (no body before 200) frames it like a 1xx, so the body's
+            // length would be wrong and a connection could be released in the middle of one. Found by
+            // fuzzing the response path.
+            guard head.status.code >= 100 else {
+                self.run(self.machine.errorCaught(HTTPParserError.invalidStatus))
+                return
+            }
             guard head.headers.count <= self.maxHeaderCount else {
                 let limit = ResponseHeadTooLarge.Limit.fieldCount(count: head.headers.count, limit: self.maxHeaderCount)
                 self.run(self.machine.errorCaught(ResponseHeadTooLarge(limit: limit)))

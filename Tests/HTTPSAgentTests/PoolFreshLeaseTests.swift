@@ -74,18 +74,53 @@ struct PoolFreshLeaseTests {
         #expect(machine.connectionEstablished(3, now: self.now) == [.lease(connection: 3, request: 3, reused: false)])
     }
 
-    @Test func aReleasedConnectionGoesToTheNextOrdinaryWaiterThenMakesRoom() {
+    @Test func aFreshWaiterFirstInLineGetsTheNextSlot() {
         var machine = self.machine(perHost: 1)
         #expect(machine.leaseRequested(1, origin: self.origin, now: self.now).count == 1)
         _ = machine.connectionEstablished(1, now: self.now)
         #expect(machine.leaseRequested(2, origin: self.origin, now: self.now, fresh: true) == [])
         #expect(machine.leaseRequested(3, origin: self.origin, now: self.now) == [])
-        // The fresh waiter is first in line but cannot take a used connection; the next one can.
-        #expect(machine.connectionReleased(1, now: self.now) == [.lease(connection: 1, request: 3, reused: true)])
-        // Only the fresh waiter is left: the connection is closed so that its slot can be dialled.
+        // The fresh waiter is first in line: the used connection is closed for its dial, not handed to the
+        // newer waiter (which would let a stream of newer requests starve it).
         #expect(machine.connectionReleased(1, now: self.now) == [.closeConnection(1, reason: nil)])
         #expect(machine.connectionClosed(1) == [.createConnection(id: 2, origin: self.origin)])
         #expect(machine.connectionEstablished(2, now: self.now) == [.lease(connection: 2, request: 2, reused: false)])
+        // Then the ordinary waiter gets that connection once it is free.
+        #expect(machine.connectionReleased(2, now: self.now) == [.lease(connection: 2, request: 3, reused: true)])
+    }
+
+    @Test func aReleasedConnectionGoesToAnOrdinaryWaiterWhileTheFreshOneIsBeingDialled() {
+        var machine = self.machine(perHost: 2)
+        #expect(machine.leaseRequested(1, origin: self.origin, now: self.now).count == 1)
+        _ = machine.connectionEstablished(1, now: self.now)
+        // A dial for the fresh waiter is under way (a slot was free); the ordinary one waits behind it.
+        #expect(
+            machine.leaseRequested(2, origin: self.origin, now: self.now, fresh: true)
+                == [.createConnection(id: 2, origin: self.origin)]
+        )
+        #expect(machine.leaseRequested(3, origin: self.origin, now: self.now) == [])
+        #expect(machine.connectionReleased(1, now: self.now) == [.lease(connection: 1, request: 3, reused: true)])
+        #expect(machine.connectionEstablished(2, now: self.now) == [.lease(connection: 2, request: 2, reused: false)])
+    }
+
+    @Test func atTheGlobalLimitTheOriginsOwnFreeConnectionMakesRoom() {
+        var machine = PoolStateMachine(
+            limits: PoolLimits(
+                maxSocketsPerHost: 10,
+                maxFreeSocketsPerHost: 4,
+                maxTotalSockets: 1,
+                idleTimeout: nil,
+                scheduling: .lifo,
+                poolWaitTimeout: nil
+            )
+        )
+        self.makeFree(&machine, request: 1, id: 1)
+        #expect(
+            machine.leaseRequested(2, origin: self.origin, now: self.now, fresh: true) == [
+                .closeConnection(1, reason: nil)
+            ]
+        )
+        #expect(machine.connectionClosed(1) == [.createConnection(id: 2, origin: self.origin)])
     }
 
     @Test func aCancelledFreshWaiterLeavesNothingBehind() {

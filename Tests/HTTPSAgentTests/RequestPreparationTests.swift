@@ -213,6 +213,10 @@ struct RequestTargetTests {
             "[::1]:65536",
             "[::1]:port",
             "[fe80::1%25eth0]",
+            // A combining mark after a delimiter: one character with it, so a character walk stepped over it.
+            "example.com:\u{301}443",
+            "[\u{301}::1]",
+            "[::1]:\u{301}443",
         ]
     )
     func rejectsInvalidAuthorities(_ authority: String) {

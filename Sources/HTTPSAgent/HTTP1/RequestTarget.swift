@@ -27,6 +27,11 @@ struct RequestTarget: Sendable, Hashable {
     // Scans bytes (`utf8`), not characters: every delimiter is ASCII, and so is every valid host.
     init(scheme: Origin.Scheme, authority: String) throws(AgentError) {
         let bytes = authority.utf8
+        // Hosts, IP literals and ports are ASCII; anything else (a combining mark after a delimiter, say)
+        // is refused before it can reach DNS, SNI, the pool key or the Host field.
+        guard bytes.allSatisfy({ $0 < 0x80 }) else {
+            throw Self.invalid("the host and port must be ASCII; use the host's IDNA (xn--) form")
+        }
         if bytes.contains(UInt8(ascii: "@")) {
             throw Self.invalid("credentials in the URL are not supported; send an Authorization header")
         }

@@ -27,7 +27,9 @@ final class ConnectionPool: Sendable {
     }
 
     private struct IdleTimer {
-        var scheduled: Scheduled<Void>
+        /// `nil` between the decision (under the lock) and the scheduling (outside it); a timer that fires
+        /// in between still finds its token here.
+        var scheduled: Scheduled<Void>?
         var deadline: NIODeadline
         var token: UInt64
     }
@@ -207,7 +209,7 @@ final class ConnectionPool: Sendable {
                 if let timer = state.waitTimers.removeValue(forKey: request) { effects.append(.cancel(timer)) }
                 effects.append(.resume(continuation, .failure(Self.error(for: failure, origin: origin))))
             case .closeConnection(let id, let reason):
-                if let timer = state.idleTimers.removeValue(forKey: id) { effects.append(.cancel(timer.scheduled)) }
+                if let timer = state.idleTimers.removeValue(forKey: id)?.scheduled { effects.append(.cancel(timer)) }
                 if let connection = state.connections[id] {
                     effects.append(
                         .close(connection, reason: state.machine.isShuttingDown ? .shutdown : reason ?? closeReason)
@@ -217,8 +219,12 @@ final class ConnectionPool: Sendable {
                 // A running timer due no later will do: when it fires, the machine re-arms it if need be.
                 if let running = state.idleTimers[id], running.deadline <= deadline { continue }
                 if let connection = state.connections[id] {
+                    // Reserved now, under the lock, so that the timer is known before it can fire.
+                    if let replaced = state.idleTimers[id]?.scheduled { effects.append(.cancel(replaced)) }
                     state.nextTimerToken += 1
-                    effects.append(.scheduleIdleTimer(id, deadline, token: state.nextTimerToken, connection))
+                    let token = state.nextTimerToken
+                    state.idleTimers[id] = IdleTimer(scheduled: nil, deadline: deadline, token: token)
+                    effects.append(.scheduleIdleTimer(id, deadline, token: token, connection))
                 }
             case .scheduleWaitTimer(let request, let deadline):
                 effects.append(.scheduleWaitTimer(request, deadline))
@@ -251,18 +257,13 @@ final class ConnectionPool: Sendable {
                 let timer = connection.eventLoop.scheduleTask(deadline: deadline) { [self] in
                     self.idleTimerFired(id, token: token)
                 }
-                let replaced: Scheduled<Void>?? = self.state.withLockedValue { state in
-                    // The connection may have closed, or another release set an earlier timer, meanwhile.
-                    guard state.connections[id] != nil else { return .none }
-                    if let running = state.idleTimers[id], running.deadline <= deadline { return .none }
-                    let replaced = state.idleTimers[id]?.scheduled
-                    state.idleTimers[id] = IdleTimer(scheduled: timer, deadline: deadline, token: token)
-                    return .some(replaced)
+                let attached = self.state.withLockedValue { state in
+                    // Unless the reservation is gone: fired already, replaced by an earlier one, or closed.
+                    guard state.idleTimers[id]?.token == token else { return false }
+                    state.idleTimers[id]?.scheduled = timer
+                    return true
                 }
-                switch replaced {
-                case .none: timer.cancel()
-                case .some(let replaced): replaced?.cancel()
-                }
+                if !attached { timer.cancel() }
             case .scheduleWaitTimer(let request, let deadline):
                 let timer = self.timerLoop.scheduleTask(deadline: deadline) { [self] in
                     self.waitTimerFired(request)
@@ -370,7 +371,9 @@ extension ConnectionPool: HTTP1ConnectionDelegate {
     }
 
     func connectionClosed(_ id: Int, reason: ConnectionCloseReason) {
-        let timer: Scheduled<Void>? = self.state.withLockedValue { $0.idleTimers.removeValue(forKey: id)?.scheduled }
+        let timer: Scheduled<Void>? = self.state.withLockedValue {
+            $0.idleTimers.removeValue(forKey: id)?.scheduled ?? nil
+        }
         timer?.cancel()
         self.modify(connection: id) { state in
             state.connections[id] = nil

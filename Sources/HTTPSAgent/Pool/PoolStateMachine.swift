@@ -99,7 +99,8 @@ struct PoolStateMachine {
         var actions: [PoolAction] = []
         if fresh {
             self.freshWaiters.insert(request)
-            if host.total >= self.limits.maxSocketsPerHost, !host.idle.isEmpty {
+            let atGlobalLimit = self.limits.maxTotalSockets.map { self.totalConnections >= $0 } ?? false
+            if host.total >= self.limits.maxSocketsPerHost || atGlobalLimit, !host.idle.isEmpty {
                 let oldest = host.idle.removeFirst()
                 self.startClosing(oldest.id, in: &host, into: &actions)
             }
@@ -238,13 +239,19 @@ struct PoolStateMachine {
         } else if self.isWornOut(id, now: now) {
             // It finished its request; now it goes. Waiters get a new connection once it has closed.
             self.startClosing(id, in: &host, into: &actions, reason: .expired)
+        } else if let first = host.waiters.first, self.freshWaiters.contains(first), host.connecting.isEmpty,
+            host.closing.isEmpty
+        {
+            // The oldest waiter needs a new connection and no dial or close is under way for it: this slot
+            // goes to its dial once the connection has closed, rather than to newer waiters for ever.
+            self.startClosing(id, in: &host, into: &actions)
         } else if let index = host.waiters.firstIndex(where: { !self.freshWaiters.contains($0) }) {
             let request = host.waiters.remove(at: index)
             self.waiterOrigins[request] = nil
             host.leased.insert(id)
             self.lives[id]?.requests += 1
             actions.append(.lease(connection: id, request: request, reused: true))
-        } else if host.unservedWaiters > 0 {
+        } else if host.unservedWaiters > host.closing.count {
             // Only waiters for a new connection, and no dial for one of them: this slot goes to that dial
             // once the connection has closed.
             self.startClosing(id, in: &host, into: &actions)

@@ -32,7 +32,8 @@ package final class NginxServer: @unchecked Sendable {
     /// The port it listens on (127.0.0.1).
     package let port: Int
 
-    /// Starts nginx serving `GET /` (a small body) over TLS with the given certificate files.
+    /// Starts nginx serving `GET /` (a small body) over TLS with the given certificate files, and waits,
+    /// on a thread of its own, until it listens.
     ///
     /// - Parameters:
     ///   - certificatePath: PEM certificate chain.
@@ -40,12 +41,30 @@ package final class NginxServer: @unchecked Sendable {
     ///   - protocols: nginx's `ssl_protocols`, e.g. "TLSv1.3" or "TLSv1.2".
     ///   - sessionTickets: `ssl_session_tickets`; the shared session cache is on either way.
     ///   - keepAlive: `keepalive_timeout` 30 s when true, 0 (close after each response) when false.
-    package init(
+    package static func start(
         certificatePath: String,
         keyPath: String,
         protocols: String = "TLSv1.2 TLSv1.3",
         sessionTickets: Bool = true,
         keepAlive: Bool = true
+    ) async throws -> NginxServer {
+        try await runBlocking {
+            try NginxServer(
+                certificatePath: certificatePath,
+                keyPath: keyPath,
+                protocols: protocols,
+                sessionTickets: sessionTickets,
+                keepAlive: keepAlive
+            )
+        }
+    }
+
+    private init(
+        certificatePath: String,
+        keyPath: String,
+        protocols: String,
+        sessionTickets: Bool,
+        keepAlive: Bool
     ) throws {
         guard let executable = Self.executable else {
             throw StartError(description: Self.unavailableReason ?? "nginx not found")
@@ -139,18 +158,8 @@ package final class NginxServer: @unchecked Sendable {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw StartError(description: "socket() failed") }
         defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) }
-        }
-        guard bound == 0 else { throw StartError(description: "bind() failed") }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
+        guard let port = bindToFreeLoopbackPort(descriptor) else { throw StartError(description: "bind() failed") }
+        return port
     }
 
     /// Polls a TCP connect to the port for up to 10 s while the process runs.

@@ -27,10 +27,15 @@ package final class OpenSSLServer: @unchecked Sendable {
     /// The port it accepted on.
     package let port: Int
 
-    /// Starts `openssl s_server -accept 127.0.0.1:0` with `arguments` and waits for its ACCEPT line.
+    /// Starts `openssl s_server -accept 127.0.0.1:0` with `arguments` and waits, on a thread of its own,
+    /// for its ACCEPT line.
     ///
     /// - Throws: when `openssl` is missing or does not start listening within 10 seconds.
-    package init(arguments: [String]) throws {
+    package static func start(arguments: [String]) async throws -> OpenSSLServer {
+        try await runBlocking { try OpenSSLServer(arguments: arguments) }
+    }
+
+    private init(arguments: [String]) throws {
         guard let executable = Self.executable else {
             throw StartError(description: Self.unavailableReason ?? "openssl not found")
         }
@@ -67,8 +72,13 @@ package final class OpenSSLServer: @unchecked Sendable {
 
     /// Runs `openssl s_client -connect 127.0.0.1:PORT` with `arguments` against this server, with no
     /// input, and returns what it printed (standard output and error together): a way to check what the
-    /// server can do, independently of the client under test, before a test relies on it.
-    package func probe(_ arguments: [String]) throws -> String {
+    /// server can do, independently of the client under test, before a test relies on it. The client is
+    /// waited for on a thread of its own.
+    package func probe(_ arguments: [String]) async throws -> String {
+        try await runBlocking { try self.probeBlocking(arguments) }
+    }
+
+    private func probeBlocking(_ arguments: [String]) throws -> String {
         guard let executable = Self.executable else {
             throw StartError(description: Self.unavailableReason ?? "openssl not found")
         }
@@ -98,18 +108,5 @@ package final class OpenSSLServer: @unchecked Sendable {
 
     deinit {
         self.stop()
-    }
-}
-
-/// Stops a process started under `timeout(1)`. `timeout` puts itself and its child in a process group
-/// of their own, so SIGKILL to that group ends both at once, whatever signals the spawning thread had
-/// blocked (and so passed on). Then poll: Foundation's `waitUntilExit` can hang on Linux off the main
-/// thread.
-func stopProcessUnderTimeout(_ process: Process) {
-    guard process.isRunning else { return }
-    kill(-process.processIdentifier, SIGKILL)
-    kill(process.processIdentifier, SIGKILL)
-    for _ in 0..<300 where process.isRunning {
-        usleep(10_000)
     }
 }

@@ -273,12 +273,31 @@ private final class ScriptedAnswerHandler: ChannelInboundHandler {
     }
 }
 
-/// A loopback port nothing listens on (bound, then closed).
+/// A loopback port where connects are refused, for as long as the process runs.
+///
+/// The port stays bound to a socket that never listens, so that the kernel answers every SYN with a
+/// reset, and no other socket can take the port meanwhile. (A port bound and closed again could be
+/// handed to another test's server in a parallel run, which then answers instead of refusing.)
 package func unusedLoopbackPort() async throws -> Int {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .bind(host: "127.0.0.1", port: 0)
-        .get()
-    let port = channel.localAddress?.port ?? 0
-    try await channel.close()
-    return port
+    try ReservedPorts.reserve()
+}
+
+private enum ReservedPorts {
+    /// The sockets that hold the ports; never closed.
+    private static let sockets = NIOLockedValueBox<[Int32]>([])
+
+    static func reserve() throws -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw ReservationFailed() }
+        guard let port = bindToFreeLoopbackPort(descriptor) else {
+            close(descriptor)
+            throw ReservationFailed()
+        }
+        self.sockets.withLockedValue { $0.append(descriptor) }
+        return port
+    }
+
+    struct ReservationFailed: Error, CustomStringConvertible {
+        var description: String { "could not bind a loopback port to refuse connects on" }
+    }
 }

@@ -7,8 +7,12 @@ struct TestEnvironment {
     let certificates: TestCertificates
 
     init() throws {
-        self.certificates = try TestCertificates()
+        self.certificates = try Self.shared.get()
     }
+
+    /// One CA and server certificate for the whole run: making them costs CPU that every test would
+    /// otherwise spend at once when the parallel run starts.
+    private static let shared = Result { try TestCertificates() }
 
     var configuration: Agent.Configuration {
         Agent.Configuration(tls: TLSConfiguration(trustRoots: .pem(self.certificates.caPEM)))

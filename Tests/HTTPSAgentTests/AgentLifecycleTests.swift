@@ -15,7 +15,8 @@ struct AgentLifecycleTests {
     @Test func poolWaitTimeoutFailsTheWaiterWithItsOwnError() async throws {
         let configuration = environment.configuration(maxSocketsPerHost: 1, poolWaitTimeout: .milliseconds(50))
         try await withAgent(configuration, server: environment.tlsServer()) { agent, server in
-            async let slow = agent.get(server.url("/delay/500"))
+            // Long enough that the waiter times out first even when a loaded machine runs the test late.
+            async let slow = agent.get(server.url("/delay/5000"))
             #expect(await Self.waitFor { agent.stats.origins.first?.active == 1 })
             await #expect {
                 _ = try await agent.get(server.url("/hello"))
@@ -32,7 +33,8 @@ struct AgentLifecycleTests {
     @Test func cancellingAWaitingRequestRemovesItFromTheQueue() async throws {
         let configuration = environment.configuration(maxSocketsPerHost: 1)
         try await withAgent(configuration, server: environment.tlsServer()) { agent, server in
-            async let slow = agent.get(server.url("/delay/300"))
+            // Long enough that a loaded machine still sees the second request waiting.
+            async let slow = agent.get(server.url("/delay/3000"))
             #expect(await Self.waitFor { agent.stats.origins.first?.active == 1 })
             let waiter = Task { try await agent.get(server.url("/hello")) }
             #expect(await Self.waitFor { agent.stats.origins.first?.waiting == 1 })
@@ -73,7 +75,8 @@ struct AgentLifecycleTests {
 
     @Test func cancellingTheTaskReadingABodyClosesTheConnection() async throws {
         try await withAgent(environment.configuration(), server: environment.tlsServer()) { agent, server in
-            let response = try await agent.get(server.url("/slow/100000/5000"))
+            // 100 s: the cancel below can come seconds late on a loaded machine; the body must still be coming.
+            let response = try await agent.get(server.url("/slow/100000/100000"))
             let reader = Task {
                 var received = 0
                 for try await chunk in response.body { received += chunk.readableBytes }

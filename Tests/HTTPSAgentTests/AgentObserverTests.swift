@@ -181,7 +181,8 @@ struct AgentObserverTests {
         #expect(await AgentLifecycleTests.waitFor { observer.events.contains("closed 1 notReusable") })
         // A slow request holds one connection while a quick one opens a second and frees it first; the
         // free list has room for one, so the slow one's connection is closed when it is released.
-        let slow = Task { try await agent.get(server.url("/delay/200")).text() }
+        // 3 s: the quick one must come while the slow one holds its connection, even on a loaded machine.
+        let slow = Task { try await agent.get(server.url("/delay/3000")).text() }
         #expect(await AgentLifecycleTests.waitFor { agent.stats.origins.first?.active == 1 })
         _ = try await agent.get(server.url("/hello")).text()
         _ = try await slow.value

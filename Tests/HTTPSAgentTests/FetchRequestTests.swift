@@ -160,7 +160,8 @@ struct FetchRequestTests {
         #expect(server.stats.accepted == 1)
         #expect(server.stats.maxOpen == 1)
 
-        let wide = try await self.fetch(["--repeat", "4", "--parallel", "4", server.url("/delay/300")])
+        // 1 s: all four are on their way before the first ends, even on a loaded machine.
+        let wide = try await self.fetch(["--repeat", "4", "--parallel", "4", server.url("/delay/1000")])
         #expect(wide.status == 0, "\(wide.standardError)")
         #expect(server.stats.accepted == 5)
         #expect(server.stats.maxOpen == 4)
@@ -194,18 +195,19 @@ struct FetchRequestTests {
     @Test func maxTimeExits28NamingHostAndPhase() async throws {
         let server = try await environment.tlsServer()
         let result = try await self.fetch(
-            ["-m", "2", "-w", "%{exitcode} %{http_code}", server.url("/delay/20000")]
+            ["-m", "4", "-w", "%{exitcode} %{http_code}", server.url("/delay/20000")]
         )
         #expect(result.status == 28, "\(result.standardError)")
         #expect(result.standardOutput == "28 000")
         #expect(
             result.standardError.contains(
-                "(28) localhost:\(server.port): operation timed out after 2000.0 ms (-m) while reading the response head"
+                "(28) localhost:\(server.port): operation timed out after 4000.0 ms (-m) while reading the response head"
             ),
             "\(result.standardError)"
         )
-        // The head comes at once, then a tenth of the body every 2 s: -m cuts the body short.
-        let body = try await self.fetch(["-m", "3", server.url("/slow/1000/20000")])
+        // The head comes at once, then a tenth of the body every 2 s: -m cuts the body short. The bounds leave
+        // a loaded machine seconds to start the process and shake hands.
+        let body = try await self.fetch(["-m", "6", server.url("/slow/1000/20000")])
         #expect(body.status == 28)
         #expect(body.standardError.contains("while reading the response body"), "\(body.standardError)")
         #expect(body.standardOutput.utf8.count < 1000)

@@ -115,7 +115,7 @@ struct FetchTLSSessionTests {
         let files = try environment.certificates.writeFiles()
         defer { files.remove() }
         for version in ["-tls1_3", "-tls1_2"] {
-            let server = try OpenSSLServer(
+            let server = try await OpenSSLServer.start(
                 arguments: ["-cert", files.certificatePath, "-key", files.keyPath, "-www", version]
             )
             defer { server.stop() }

@@ -26,7 +26,7 @@ struct NginxInteropTests {
     func fiftyReconnectsMakeOneFullHandshakeByNginxsLog(protocols: String, tickets: Bool) async throws {
         let files = try environment.certificates.writeFiles()
         defer { files.remove() }
-        let nginx = try NginxServer(
+        let nginx = try await NginxServer.start(
             certificatePath: files.certificatePath,
             keyPath: files.keyPath,
             protocols: protocols,
@@ -54,7 +54,11 @@ struct NginxInteropTests {
     @Test func withTheCacheDisabledNginxSeesNoResumption() async throws {
         let files = try environment.certificates.writeFiles()
         defer { files.remove() }
-        let nginx = try NginxServer(certificatePath: files.certificatePath, keyPath: files.keyPath, keepAlive: false)
+        let nginx = try await NginxServer.start(
+            certificatePath: files.certificatePath,
+            keyPath: files.keyPath,
+            keepAlive: false
+        )
         defer { nginx.stop() }
         var configuration = environment.configuration(keepAlive: false)
         configuration.sessionCache = nil
@@ -71,7 +75,11 @@ struct NginxInteropTests {
     @Test func keepAliveReusesOneConnectionByNginxsCount() async throws {
         let files = try environment.certificates.writeFiles()
         defer { files.remove() }
-        let nginx = try NginxServer(certificatePath: files.certificatePath, keyPath: files.keyPath, keepAlive: true)
+        let nginx = try await NginxServer.start(
+            certificatePath: files.certificatePath,
+            keyPath: files.keyPath,
+            keepAlive: true
+        )
         defer { nginx.stop() }
         let agent = Agent(configuration: environment.configuration())
         for _ in 0..<20 {

@@ -25,7 +25,7 @@ struct OpenSSLInteropTests {
     ) async throws {
         let files = try environment.certificates.writeFiles(certificate: certificate)
         defer { files.remove() }
-        let server = try OpenSSLServer(
+        let server = try await OpenSSLServer.start(
             arguments: ["-cert", files.certificatePath, "-key", files.keyPath, "-www"] + arguments
         )
         defer { server.stop() }

@@ -135,7 +135,7 @@ struct TLSNegativeMatrixTests {
 
     /// Why the local `openssl s_server` cannot serve TLS 1.0 and 1.1, or `nil` when it can: checked once,
     /// with `openssl s_client`, so that the test below never passes for want of a server to refuse.
-    static let legacyServerProblem: String? = {
+    static let legacyServerProblem = Task<String?, Never> {
         guard OpenSSLServer.unavailableReason == nil else { return OpenSSLServer.unavailableReason }
         do {
             let certificates = try TestCertificates()
@@ -143,11 +143,11 @@ struct TLSNegativeMatrixTests {
             defer { files.remove() }
             for (flag, version) in [("-tls1", "TLSv1"), ("-tls1_1", "TLSv1.1")] {
                 let arguments = [flag] + legacyServerArguments
-                let server = try OpenSSLServer(
+                let server = try await OpenSSLServer.start(
                     arguments: ["-cert", files.certificatePath, "-key", files.keyPath, "-www"] + arguments
                 )
                 defer { server.stop() }
-                let output = try server.probe(arguments)
+                let output = try await server.probe(arguments)
                 if !output.contains("Protocol  : \(version)\n") || output.contains("Cipher is (NONE)") {
                     return "openssl s_client \(flag) could not connect to s_server \(flag): \(output.suffix(400))"
                 }
@@ -156,12 +156,12 @@ struct TLSNegativeMatrixTests {
         } catch {
             return "\(error)"
         }
-    }()
+    }
 
     @Test(
         .enabled("the local OpenSSL cannot serve TLS 1.0 or 1.1, even at SECLEVEL=0 (see standard error)") {
             if OpenSSLServer.unavailableReason != nil { return OpenSSLServer.isCI }  // CI installs it
-            guard let problem = legacyServerProblem else { return true }
+            guard let problem = await legacyServerProblem.value else { return true }
             FileHandle.standardError.write(Data("TLS 1.0/1.1 server check: \(problem)\n".utf8))
             return false
         },
@@ -170,7 +170,7 @@ struct TLSNegativeMatrixTests {
     func aServerThatSpeaksOnlyTLS10Or11IsRefused(flag: String) async throws {
         let files = try environment.certificates.writeFiles()
         defer { files.remove() }
-        let server = try OpenSSLServer(
+        let server = try await OpenSSLServer.start(
             arguments: ["-cert", files.certificatePath, "-key", files.keyPath, "-www", flag]
                 + Self.legacyServerArguments
         )
@@ -210,7 +210,9 @@ struct TLSNegativeMatrixTests {
         try #require(OpenSSLServer.unavailableReason == nil || OpenSSLServer.isCI, "openssl is not installed")
         let files = try environment.certificates.writeFiles()
         defer { files.remove() }
-        let openssl = try OpenSSLServer(arguments: ["-cert", files.certificatePath, "-key", files.keyPath, "-www"])
+        let openssl = try await OpenSSLServer.start(arguments: [
+            "-cert", files.certificatePath, "-key", files.keyPath, "-www",
+        ])
         defer { openssl.stop() }
         let agent = Agent(configuration: environment.configuration())
         let response = try await agent.get("https://localhost:\(openssl.port)/")
@@ -237,7 +239,7 @@ struct TLSNegativeMatrixTests {
             serverPort = server.port
         } else {
             try #require(OpenSSLServer.unavailableReason == nil || OpenSSLServer.isCI, "openssl is not installed")
-            let server = try OpenSSLServer(
+            let server = try await OpenSSLServer.start(
                 arguments: ["-cert", files.certificatePath, "-key", files.keyPath, "-www", "-alpn", "h2"]
             )
             openssl = server

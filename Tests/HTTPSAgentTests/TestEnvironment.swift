@@ -8,8 +8,13 @@ struct TestEnvironment {
     let certificates: TestCertificates
 
     init() throws {
-        self.certificates = try TestCertificates()
+        self.certificates = try Self.shared.get()
     }
+
+    /// One CA and server certificate for the whole run. Making them costs milliseconds of CPU, and every
+    /// test makes an environment: hundreds at once when the parallel run starts, on two cores. Tests that
+    /// need a certificate of their own issue it from this CA or make another CA.
+    private static let shared = Result { try TestCertificates() }
 
     var tls: TLSConfiguration {
         TLSConfiguration(trustRoots: .pem(self.certificates.caPEM))

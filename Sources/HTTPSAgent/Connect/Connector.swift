@@ -1,7 +1,6 @@
 import HTTPSAgentTLS
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// Opens connections: DNS, TCP connect across the host's addresses, the TLS handshake, then the
@@ -501,11 +500,7 @@ struct Connector: Sendable {
                 readIdleTimeout: self.readIdleTimeout,
                 headLimits: self.responseHeadLimits
             )
-            let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop)
-            try sync.addHandler(ResponseByteGuard(watch: handler.watch))
-            try sync.addHandler(HTTPRequestEncoder())
-            try sync.addHandler(ByteToMessageHandler(decoder))
-            try sync.addHandler(handler)
+            try handler.addHTTPHandlers(to: sync)
             let connection = HTTP1Connection(
                 id: id,
                 channel: channel,

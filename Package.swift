@@ -116,6 +116,30 @@ let package = Package(
             path: "Examples/soak",
             swiftSettings: strictSettings
         ),
+        // The response-path fuzz harness (see .ci/fuzz): a library the fuzz target and the regression test
+        // share. It needs the library's internal types, so it only has content in debug builds.
+        .target(
+            name: "HTTPSAgentFuzzing",
+            dependencies: [
+                "HTTPSAgent",
+                "HTTPSAgentTestSupport",  // compresses the seed corpus's bodies
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            path: "Tests/Fuzz/Harness",
+            swiftSettings: strictSettings
+        ),
+        // libFuzzer entry point when built by .ci/fuzz (-sanitize=fuzzer, -D HTTPSAGENT_FUZZING); otherwise
+        // a command that replays inputs: `swift run fuzz-response Tests/Fuzz/corpus`.
+        .executableTarget(
+            name: "fuzz-response",
+            dependencies: ["HTTPSAgentFuzzing"],
+            path: "Tests/Fuzz/ResponseFuzz",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "HTTPSAgentTLSTests",
             dependencies: [
@@ -132,6 +156,7 @@ let package = Package(
                 "HTTPSAgent",
                 "fetch",  // built for the CLI tests, which run the binary
                 "soak",  // built for the soak test, which runs the binary
+                "HTTPSAgentFuzzing",
                 "HTTPSAgentTLS",
                 "HTTPSAgentTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),

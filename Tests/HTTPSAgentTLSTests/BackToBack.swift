@@ -76,6 +76,12 @@ final class BackToBack {
         try self.client.pipeline.syncOperations.addHandler(self.clientHandler)
     }
 
+    deinit {
+        // An EmbeddedChannel and its pipeline keep each other alive until the channel closes.
+        _ = try? self.client.finish(acceptAlreadyClosed: true)
+        _ = try? self.server.finish(acceptAlreadyClosed: true)
+    }
+
     /// Activates both channels and runs the handshake to its end, successful or not.
     func connect() throws {
         _ = try self.server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

@@ -25,6 +25,11 @@ struct SessionCaptureTests {
         if let offer { clientConnection.offer(offer) }
         let client = EmbeddedChannel()
         let server = EmbeddedChannel()
+        defer {
+            // An EmbeddedChannel and its pipeline keep each other alive until the channel closes.
+            _ = try? client.finish(acceptAlreadyClosed: true)
+            _ = try? server.finish(acceptAlreadyClosed: true)
+        }
         let clientHandshake = client.eventLoop.makePromise(of: TLSConnectionInfo.self)
         try client.pipeline.syncOperations.addHandler(
             TLSHandler(connection: clientConnection, handshakePromise: clientHandshake)

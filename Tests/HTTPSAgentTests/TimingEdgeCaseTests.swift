@@ -319,6 +319,8 @@ struct TimingOneEndTests {
             reader.response.withLockedValue { $0 = response }
             await #expect(throws: AgentError.self) { _ = try await response.body.collect(upTo: 10) }
             await agent.shutdown()
+            // The Agent keeps its observer, and the response its connection: let go of the cycle.
+            reader.response.withLockedValue { $0 = nil }
         }
         #expect(reader.blocked.withLockedValue { $0 } == false)
     }

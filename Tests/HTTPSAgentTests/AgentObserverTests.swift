@@ -224,14 +224,18 @@ struct AgentObserverTests {
         try await withAgent(configuration, server: environment.tlsServer()) { _, server in
             let agent = Agent(configuration: configuration, observers: [observer])
             agentBox.withLockedValue { $0 = agent }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for _ in 0..<20 {
-                    group.addTask { _ = try await agent.get(server.url("/bytes/100")).text() }
+            // Shut down whatever happens, so that a failed request leaves no connection behind.
+            let requests = await Task {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<20 {
+                        group.addTask { _ = try await agent.get(server.url("/bytes/100")).text() }
+                    }
+                    try await group.waitForAll()
                 }
-                try await group.waitForAll()
-            }
+            }.result
             await agent.shutdown()
             agentBox.withLockedValue { $0 = nil }
+            try requests.get()
         }
         #expect(calls.withLockedValue { $0 } > 20 * 8)
         #expect(observer.events.contains { $0.hasPrefix("pool ") && $0.contains("waiting=") })

@@ -112,6 +112,8 @@ private struct PoolWorld {
     /// The waiting requests of each origin, oldest first (an index into `requests`).
     var waiting: [Origin: [UInt64]] = [:]
     var nextRequest: UInt64 = 1
+    /// Requests sent again after a reused connection failed: only a new connection may serve them.
+    var freshRequests: Set<UInt64> = []
     /// Pending timers; some are stale on purpose (a timer that fired while its cancellation raced), so a
     /// connection can have several.
     var idleTimers: [(connection: Int, deadline: NIODeadline)] = []
@@ -151,6 +153,19 @@ private struct PoolWorld {
     }
 
     func isConnecting(_ connection: Connection) -> Bool { connection.state == .connecting }
+
+    func isFresh(_ request: UInt64) -> Bool { self.freshRequests.contains(request) }
+
+    /// Whether the machine must close a connection of `origin` released while `waiters` wait, so that its
+    /// slot goes to a dial for the waiters that need a new connection: the oldest needs one and nothing
+    /// is under way for it, or every waiter needs one and the dials and closes under way are too few.
+    func releaseMakesRoomForAFreshWaiter(_ origin: Origin, waiters: [UInt64]) -> Bool {
+        guard let first = waiters.first else { return false }
+        let connecting = self.ids { $0.origin == origin && $0.state == .connecting }.count
+        let closing = self.ids { $0.origin == origin && $0.state == .closing }.count
+        if self.isFresh(first) && connecting == 0 && closing == 0 { return true }
+        return waiters.allSatisfy(self.isFresh) && waiters.count - connecting > closing
+    }
 
     func isClosing(_ connection: Connection) -> Bool { connection.state == .closing }
 
@@ -215,7 +230,7 @@ private struct PoolWorld {
         case .request(let id, let origin):
             self.requests[id] = Request(origin: origin, state: .waiting)
             self.waiting[origin, default: []].append(id)
-            actions = self.machine.leaseRequested(id, origin: origin, now: self.now)
+            actions = self.machine.leaseRequested(id, origin: origin, now: self.now, fresh: self.isFresh(id))
         case .cancel(let id):
             actions = self.machine.waiterCancelled(id)
         case .waitTimer(let id):
@@ -297,10 +312,20 @@ private struct PoolWorld {
                     connection.origin == request.origin,
                     "lease of \(id) (\(connection.origin)) to request \(requestID) (\(request.origin))"
                 )
+                var isNew = false
+                if case .established(id) = event { isNew = true }
+                // A new connection goes to the oldest waiter; one that served before, to the oldest waiter
+                // that does not need a new one.
+                let waiters = self.waitingRequests(of: request.origin)
                 try self.check(
-                    requestID == self.waitingRequests(of: request.origin).first,
-                    "lease to \(requestID) while older requests wait: \(self.waitingRequests(of: request.origin))"
+                    requestID == (isNew ? waiters.first : waiters.first { !self.isFresh($0) }),
+                    "lease of \(id) to \(requestID) while older requests wait: \(waiters), fresh \(self.freshRequests)"
                 )
+                try self.check(
+                    isNew || !self.isFresh(requestID),
+                    "request \(requestID) needs a new connection, got \(id)"
+                )
+                if self.isFresh(requestID) { self.stats["fresh lease", default: 0] += 1 }
                 switch connection.state {
                 case .ready:
                     break
@@ -319,9 +344,7 @@ private struct PoolWorld {
                 default:
                     throw self.fail("lease of connection \(id), which is \(connection.state)")
                 }
-                var fresh = false
-                if case .established(id) = event { fresh = true }
-                try self.check(reused != fresh, "lease of \(id) with reused \(reused) on \(event)")
+                try self.check(reused != isNew, "lease of \(id) with reused \(reused) on \(event)")
                 self.connections[id]!.state = .leased(requestID)
                 self.resolve(requestID, as: .leased(id))
                 if !self.idleTimerRaces(id, percent: 20) { self.idleTimers.removeAll { $0.connection == id } }
@@ -359,7 +382,8 @@ private struct PoolWorld {
                     let idle = self.ids { $0.origin == connection.origin && self.isIdle($0) }.count
                     try self.check(
                         self.shuttingDown || idle >= self.limits.maxFreeSocketsPerHost
-                            || (self.atGlobalLimit && self.slotNeeded(except: connection.origin) > 0),
+                            || (self.atGlobalLimit && self.slotNeeded(except: connection.origin) > 0)
+                            || self.releaseMakesRoomForAFreshWaiter(connection.origin, waiters: waitersBefore),
                         "connection \(id) closed instead of parked"
                     )
                 case .idle(let since):
@@ -369,6 +393,18 @@ private struct PoolWorld {
                         try self.check(since + self.limits.idleTimeout! <= self.now, "idle timer closed \(id) early")
                     } else if case .shutdown = event {
                         break
+                    } else if case .request(let requestID, connection.origin) = event, self.isFresh(requestID) {
+                        // Room for a request that needs a new connection, at a limit: the oldest free one goes.
+                        let mine = self.connections.values.filter { $0.origin == connection.origin }
+                        try self.check(
+                            mine.count >= self.limits.maxSocketsPerHost || self.atGlobalLimit,
+                            "free connection \(id) closed for fresh request \(requestID) below every limit"
+                        )
+                        let oldest = mine.compactMap { candidate -> NIODeadline? in
+                            if case .idle(let since) = candidate.state { return since }
+                            return nil
+                        }.min()
+                        try self.check(since == oldest, "closed \(id) for \(requestID), not the oldest free one")
                     } else {
                         // Evicted for another origin: only at the global limit, least recently used first.
                         try self.check(self.limits.maxTotalSockets != nil, "eviction of \(id) without global limit")
@@ -391,7 +427,9 @@ private struct PoolWorld {
                 default:
                     throw self.fail("close of connection \(id), which is \(connection.state)")
                 }
-                if connection.state == .ready, !waitersBefore.isEmpty, !self.shuttingDown {
+                if connection.state == .ready, waitersBefore.contains(where: { !self.isFresh($0) }), !self.shuttingDown,
+                    !self.releaseMakesRoomForAFreshWaiter(connection.origin, waiters: waitersBefore)
+                {
                     throw self.fail("connection \(id) closed while requests of its origin wait: \(waitersBefore)")
                 }
                 self.connections[id]!.state = .closing
@@ -448,11 +486,27 @@ private struct PoolWorld {
                 try self.check(failures.isEmpty, "failed dial \(id) failed a request although dials serve all")
             }
         }
-        if case .released(let id) = event, !waitersBefore.isEmpty, !self.shuttingDown {
-            try self.check(
-                actions.contains { if case .lease(id, _, _) = $0 { true } else { false } },
-                "released connection \(id) not leased to a waiter \(waitersBefore)"
-            )
+        if case .released(let id) = event, !waitersBefore.isEmpty, !self.shuttingDown,
+            let origin = self.connections[id]?.origin ?? self.closedOrigins[id]
+        {
+            let closedForAFreshWaiter = actions.contains {
+                if case .closeConnection(id, _) = $0 { true } else { false }
+            }
+            // Waiters that need a new connection cannot take it; any other can.
+            if !closedForAFreshWaiter && waitersBefore.contains(where: { !self.isFresh($0) }) {
+                try self.check(
+                    actions.contains { if case .lease(id, _, _) = $0 { true } else { false } },
+                    "released connection \(id) not leased to a waiter \(waitersBefore)"
+                )
+            }
+            // The oldest waiter needs a new connection and nothing was under way for it: it gets this slot.
+            if let first = waitersBefore.first, self.isFresh(first) {
+                let others = self.ids { $0.origin == origin && ($0.state == .connecting || $0.state == .closing) }
+                try self.check(
+                    closedForAFreshWaiter || !others.isEmpty,
+                    "released connection \(id) given past fresh request \(first) with nothing under way for it"
+                )
+            }
         }
         if case .established(let id) = event, !waitersBefore.isEmpty, !self.shuttingDown {
             try self.check(
@@ -484,7 +538,10 @@ private struct PoolWorld {
 
             try self.check(mine.count <= self.limits.maxSocketsPerHost, "\(origin): \(mine.count) sockets")
             try self.check(idle.count <= self.limits.maxFreeSocketsPerHost, "\(origin): \(idle.count) idle")
-            try self.check(idle.isEmpty || waiting.isEmpty, "\(origin): idle connections while requests wait")
+            try self.check(
+                idle.isEmpty || waiting.allSatisfy(self.isFresh),
+                "\(origin): idle connections while requests wait that one could serve"
+            )
 
             // The machine's view is the world's view.
             let host = self.machine.hosts[origin]
@@ -544,6 +601,8 @@ private struct PoolWorld {
         case 0..<24:
             let id = self.nextRequest
             self.nextRequest += 1
+            // Now and then a request sent again after its pooled connection failed.
+            if self.rng.chance(15) { self.freshRequests.insert(id) }
             try self.send(.request(id, self.rng.pick(self.origins)!))
         case 24..<40:
             if let id = self.rng.pick(self.ids(self.isConnecting)) { try self.send(.established(id)) }
@@ -697,5 +756,6 @@ struct PoolStateMachineSimulationTests {
         #expect(world.requests.values.allSatisfy { $0.state != .waiting })
         #expect(world.requests.count > 500)
         #expect((world.stats["lease"] ?? 0) > 100, "too few leases: \(world.stats)")
+        #expect((world.stats["fresh lease"] ?? 0) > 10, "too few requests served by a new connection: \(world.stats)")
     }
 }

@@ -46,8 +46,10 @@ struct HotPathProbesTests {
 
     @Test func theRequestTrackerProbeRecordsAWholeRequestOnAReusedConnection() throws {
         let channel = EmbeddedChannel()
+        // Closed at the end: an open EmbeddedChannel and its pipeline keep each other alive (LeakSanitizer).
+        defer { _ = try? channel.finish() }
         channel.localAddress = try SocketAddress(ipAddress: "192.0.2.10", port: 50_000)
-        let timing = RequestTrackerProbe(channel: channel).record()
+        let timing = try RequestTrackerProbe(channel: channel).record()
         #expect(timing.isComplete)
         #expect(timing.reusedConnection)
         #expect(timing.idleTimeBeforeReuse != nil)

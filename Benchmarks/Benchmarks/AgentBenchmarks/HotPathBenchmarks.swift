@@ -66,11 +66,13 @@ func hotPathBenchmarks() {
         let channel = EmbeddedChannel()
         channel.localAddress = try SocketAddress(ipAddress: "192.0.2.10", port: 50_000)
         channel.remoteAddress = try SocketAddress(ipAddress: "198.51.100.20", port: 443)
-        let probe = RequestTrackerProbe(channel: channel)
+        let probe = try RequestTrackerProbe(channel: channel)
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
             blackHole(probe.record())
         }
+        benchmark.stopMeasurement()
+        _ = try channel.finish()
     }
 
     Benchmark(

@@ -143,8 +143,11 @@ public final class RequestTrackerProbe: Sendable {
     /// Creates the pooled connection the requests are recorded on.
     ///
     /// - Parameter channel: stands in for the connection's socket (its addresses become the
-    ///   connection's); nothing is written to it. Call this on the channel's event loop.
-    public init(channel: any Channel) {
+    ///   connection's); nothing is written to it. The connection's handler is added to its pipeline, as
+    ///   the connector adds it, so that closing the channel lets the connection go. Call this on the
+    ///   channel's event loop.
+    /// - Throws: if the handler cannot be added.
+    public init(channel: any Channel) throws {
         let now = NIODeadline.now()
         let handler = HTTP1ClientHandler(
             connectionID: 1,
@@ -153,6 +156,7 @@ public final class RequestTrackerProbe: Sendable {
             delegate: IgnoredConnectionEvents(),
             events: .none
         )
+        try channel.pipeline.syncOperations.addHandler(handler)
         let connection = HTTP1Connection(
             id: 1,
             channel: channel,

@@ -105,6 +105,7 @@ package final class NginxServer: @unchecked Sendable {
 
                 """
             try configuration.write(toFile: directory + "/nginx.conf", atomically: true, encoding: .utf8)
+            try? FileManager.default.removeItem(atPath: directory + "/nginx.pid")  // from an attempt that failed
             let process = Process()
             // Under `timeout`, so that a test run that dies cannot leave nginx behind for long.
             process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
@@ -113,7 +114,7 @@ package final class NginxServer: @unchecked Sendable {
             process.standardError = FileHandle.nullDevice
             process.standardInput = FileHandle.nullDevice
             try process.run()
-            if Self.waitUntilListening(port: port, process: process) {
+            if Self.waitUntilListening(port: port, process: process, pidFile: directory + "/nginx.pid") {
                 self.process = process
                 self.directory = directory
                 self.port = port
@@ -162,10 +163,16 @@ package final class NginxServer: @unchecked Sendable {
         return port
     }
 
-    /// Polls a TCP connect to the port for up to 10 s while the process runs.
-    private static func waitUntilListening(port: Int, process: Process) -> Bool {
+    /// Polls a TCP connect to the port for up to 10 s while the process runs, once nginx has written its
+    /// pid file. It writes that only after binding its port, so the connect cannot reach another server
+    /// that took the port meanwhile (nginx then fails to bind and exits).
+    private static func waitUntilListening(port: Int, process: Process, pidFile: String) -> Bool {
         for _ in 0..<1000 {
             guard process.isRunning else { return false }
+            guard FileManager.default.fileExists(atPath: pidFile) else {
+                usleep(10_000)
+                continue
+            }
             let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)

@@ -53,6 +53,11 @@ package final class OpenSSLServer: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(10)
         var port: Int?
         while port == nil && Date() < deadline && process.isRunning {
+            // Wait for output at most until the deadline: `availableData` alone would block for as long as
+            // the server prints nothing.
+            var descriptor = pollfd(fd: reader.fileDescriptor, events: Int16(POLLIN), revents: 0)
+            let milliseconds = Int32(max(0, deadline.timeIntervalSinceNow) * 1000)
+            guard poll(&descriptor, 1, milliseconds) > 0 else { continue }
             let data = reader.availableData
             if data.isEmpty { break }
             text += String(decoding: data, as: UTF8.self)
@@ -61,11 +66,14 @@ package final class OpenSSLServer: @unchecked Sendable {
             }
         }
         guard let port else {
-            process.terminate()
-            throw StartError(description: "openssl s_server did not start listening: \(text)")
+            stopProcessUnderTimeout(process)
+            throw StartError(description: "openssl s_server did not start listening within 10 s: \(text)")
         }
-        // Keep draining its output so that it never blocks on a full pipe.
-        reader.readabilityHandler = { handle in _ = handle.availableData }
+        // Keep draining its output so that it never blocks on a full pipe. At the end of the output the
+        // handler removes itself: on Linux it would otherwise be called again and again with nothing.
+        reader.readabilityHandler = { handle in
+            if handle.availableData.isEmpty { handle.readabilityHandler = nil }
+        }
         self.process = process
         self.port = port
     }

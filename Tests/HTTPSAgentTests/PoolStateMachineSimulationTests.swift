@@ -572,6 +572,15 @@ private struct PoolWorld {
                 }
             }
 
+            // Waiters that need a new connection are never left behind a free connection of their own
+            // origin: a close under way makes room for each one that no dial serves.
+            if !self.shuttingDown && !idle.isEmpty && waiting.count > connecting.count {
+                try self.check(
+                    closing.count >= waiting.count - connecting.count,
+                    "\(origin): waiters \(waiting) behind free connections \(idle.map(\.id)), \(closing.count) closing"
+                )
+            }
+
             // No waiter is forgotten: one nobody dials for is blocked by a limit, and at the global
             // limit either a closing connection will free a slot or there is nothing left to evict.
             if !self.shuttingDown && waiting.count > connecting.count && mine.count < self.limits.maxSocketsPerHost {

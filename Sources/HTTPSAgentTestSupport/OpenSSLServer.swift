@@ -69,10 +69,11 @@ package final class OpenSSLServer: @unchecked Sendable {
             stopProcessUnderTimeout(process)
             throw StartError(description: "openssl s_server did not start listening within 10 s: \(text)")
         }
-        // Keep draining its output so that it never blocks on a full pipe. At the end of the output the
-        // handler removes itself: on Linux it would otherwise be called again and again with nothing.
-        reader.readabilityHandler = { handle in
-            if handle.availableData.isEmpty { handle.readabilityHandler = nil }
+        // Keep draining its output so that it never blocks on a full pipe, on a thread that ends with the
+        // output. (Not a readabilityHandler: on Linux one that stays set is called again and again once
+        // the output has ended, and one that removes itself leaks Foundation's weak reference to it.)
+        Thread.detachNewThread {
+            while !reader.availableData.isEmpty {}
         }
         self.process = process
         self.port = port

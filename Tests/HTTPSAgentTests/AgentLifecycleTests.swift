@@ -180,8 +180,18 @@ struct AgentLifecycleTests {
             let slowResponse = try await slow
             _ = try await slowResponse.text()
             #expect(await Self.waitFor { agent.stats.origins.first?.free == 2 })
+            // Released in the order the two requests ended (the record ends just before the release). That
+            // is the quick one first, unless a very slow machine (a sanitizer build) took longer over it
+            // than the 8 s the slow one takes.
+            func ended(_ response: AgentResponse) throws -> Int64 {
+                let (seconds, attoseconds) = try #require(response.timing.end).components
+                return Int64(response.timing.startedAt.uptimeNanoseconds) + seconds * 1_000_000_000
+                    + attoseconds / 1_000_000_000
+            }
+            let (older, newer) =
+                try ended(quick) < ended(slowResponse) ? (quick, slowResponse) : (slowResponse, quick)
             let next = try await agent.get(server.url("/hello"))
-            let expected = scheduling == .lifo ? slowResponse.serverConnectionID : quick.serverConnectionID
+            let expected = scheduling == .lifo ? newer.serverConnectionID : older.serverConnectionID
             #expect(next.serverConnectionID == expected)
         }
     }

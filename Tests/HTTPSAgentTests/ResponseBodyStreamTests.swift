@@ -53,6 +53,27 @@ private func letOtherTasksRun() async throws {
 struct ResponseBodyStreamTests {
     // MARK: - Delivery
 
+    /// A response kept after its body ended must not keep the connection's objects alive: the stream lets
+    /// go of its producer once the body is complete, failed or abandoned.
+    @Test(arguments: ["complete", "failed", "abandoned"])
+    func aStreamLetsGoOfItsProducerOnceTheBodyEnds(ending: String) {
+        weak var weakProducer: FakeProducer?
+        let stream: ResponseBodyStream
+        do {
+            let producer = FakeProducer()
+            weakProducer = producer
+            stream = makeStream(producer)
+        }
+        #expect(weakProducer != nil, "held while the body streams")
+        switch ending {
+        case "complete": stream.finish(nil)
+        case "failed": stream.finish(Boom())
+        default: stream.consumerGone()
+        }
+        #expect(weakProducer == nil)
+        withExtendedLifetime(stream) {}
+    }
+
     @Test func yieldsAreDeliveredInOrderThenTheEnd() async throws {
         let producer = FakeProducer()
         let stream = makeStream(producer)

@@ -28,6 +28,9 @@ final class ResponseBodyStream: Sendable {
     }
 
     private struct State {
+        /// The connection, until the body is finished or abandoned: a response kept after its body
+        /// ended keeps nothing of the connection alive.
+        var producer: (any ResponseBodyProducer)?
         var phase: Phase = .streaming
         var buffers = CircularBuffer<ByteBuffer>(initialCapacity: 4)
         var bufferedBytes = 0
@@ -36,8 +39,7 @@ final class ResponseBodyStream: Sendable {
         var iteratorMade = false
     }
 
-    private let state = NIOLockedValueBox(State())
-    private let producer: any ResponseBodyProducer
+    private let state: NIOLockedValueBox<State>
     private let requestID: UInt64
     let highWatermark: Int
     let lowWatermark: Int
@@ -54,7 +56,7 @@ final class ResponseBodyStream: Sendable {
         highWatermark: Int = 256 * 1024,
         lowWatermark: Int = 64 * 1024
     ) {
-        self.producer = producer
+        self.state = NIOLockedValueBox(State(producer: producer))
         self.requestID = requestID
         self.errorContext = (host, port)
         self.tracker = tracker
@@ -91,6 +93,7 @@ final class ResponseBodyStream: Sendable {
         let waiter: ThrowingContinuation<ByteBuffer?>? = self.state.withLockedValue { state in
             guard case .streaming = state.phase else { return nil }
             state.phase = .finished(error)
+            state.producer = nil
             if state.buffers.isEmpty, let waiter = state.waiter {
                 state.waiter = nil
                 return waiter
@@ -118,7 +121,7 @@ final class ResponseBodyStream: Sendable {
     ///   is cancelled (the response is then abandoned).
     func next() async throws -> ByteBuffer? {
         let (immediate, resume) = self.state.withLockedValue { self.takeBuffered(&$0) }
-        if resume { self.producer.resumeReading(request: self.requestID) }
+        resume?.resumeReading(request: self.requestID)
         switch immediate {
         case .value(let buffer): return buffer
         case .failure(let error): throw self.withTiming(error)
@@ -126,21 +129,23 @@ final class ResponseBodyStream: Sendable {
         }
         return try await withTaskCancellationHandler {
             try await withThrowingContinuation { (continuation: ThrowingContinuation<ByteBuffer?>) in
-                let (outcome, mustAbandon, mustResume): (Immediate, Bool, Bool) = self.state.withLockedValue {
-                    state in
+                typealias Decision = (
+                    Immediate, abandon: (any ResponseBodyProducer)?, resume: (any ResponseBodyProducer)?
+                )
+                let (outcome, mustAbandon, mustResume): Decision = self.state.withLockedValue { state in
                     if Task.isCancelled {
                         // The cancellation handler may have run before the continuation was stored.
-                        return (.failure(self.cancelledError), self.abandonLocked(&state), false)
+                        return (.failure(self.cancelledError), self.abandonLocked(&state), nil)
                     }
                     // A yield may have filled the buffer (and paused the producer) since the first look.
                     let (immediate, resume) = self.takeBuffered(&state)
                     if case .wait = immediate {
                         state.waiter = continuation
                     }
-                    return (immediate, false, resume)
+                    return (immediate, nil, resume)
                 }
-                if mustAbandon { self.producer.abandon(request: self.requestID) }
-                if mustResume { self.producer.resumeReading(request: self.requestID) }
+                mustAbandon?.abandon(request: self.requestID)
+                mustResume?.resumeReading(request: self.requestID)
                 switch outcome {
                 case .value(let buffer): continuation.resume(returning: buffer)
                 case .failure(let error): continuation.resume(throwing: self.withTiming(error))
@@ -148,13 +153,13 @@ final class ResponseBodyStream: Sendable {
                 }
             }
         } onCancel: {
-            let (waiter, mustAbandon): (ThrowingContinuation<ByteBuffer?>?, Bool) =
+            let (waiter, mustAbandon): (ThrowingContinuation<ByteBuffer?>?, (any ResponseBodyProducer)?) =
                 self.state.withLockedValue { state in
-                    guard let waiter = state.waiter else { return (nil, false) }
+                    guard let waiter = state.waiter else { return (nil, nil) }
                     state.waiter = nil
                     return (waiter, self.abandonLocked(&state))
                 }
-            if mustAbandon { self.producer.abandon(request: self.requestID) }
+            mustAbandon?.abandon(request: self.requestID)
             waiter?.resume(throwing: self.withTiming(self.cancelledError))
         }
     }
@@ -172,9 +177,7 @@ final class ResponseBodyStream: Sendable {
     /// costs nothing; otherwise the connection is abandoned.
     func consumerGone() {
         let mustAbandon = self.state.withLockedValue { self.abandonLocked(&$0) }
-        if mustAbandon {
-            self.producer.abandon(request: self.requestID)
-        }
+        mustAbandon?.abandon(request: self.requestID)
     }
 
     /// Whether the producer has finished (successfully or not).
@@ -193,37 +196,39 @@ final class ResponseBodyStream: Sendable {
         case wait
     }
 
-    /// Takes the next buffered value under the lock. The second result says whether to resume the producer.
-    private func takeBuffered(_ state: inout State) -> (Immediate, Bool) {
+    /// Takes the next buffered value under the lock. The second result is the producer to resume, if
+    /// it is to be resumed.
+    private func takeBuffered(_ state: inout State) -> (Immediate, (any ResponseBodyProducer)?) {
         if let buffer = state.buffers.popFirst() {
             state.bufferedBytes -= buffer.readableBytes
-            var resume = false
+            var resume: (any ResponseBodyProducer)?
             if state.producerPaused && state.bufferedBytes < self.lowWatermark {
                 state.producerPaused = false
-                resume = true
+                resume = state.producer
             }
             return (.value(buffer), resume)
         }
         switch state.phase {
         case .streaming:
-            return (.wait, false)
+            return (.wait, nil)
         case .finished(nil):
-            return (.value(nil), false)
+            return (.value(nil), nil)
         case .finished(let error?):
-            return (.failure(error), false)
+            return (.failure(error), nil)
         case .abandoned:
-            return (.failure(self.cancelledError), false)
+            return (.failure(self.cancelledError), nil)
         }
     }
 
     /// Drops what is buffered and, if the producer is still streaming, moves to `.abandoned`.
-    /// Returns whether the producer must be told to abandon the response.
-    private func abandonLocked(_ state: inout State) -> Bool {
+    /// Returns the producer if it must be told to abandon the response; the stream lets go of it.
+    private func abandonLocked(_ state: inout State) -> (any ResponseBodyProducer)? {
         state.buffers.removeAll()
         state.bufferedBytes = 0
-        guard case .streaming = state.phase else { return false }
+        guard case .streaming = state.phase else { return nil }
         state.phase = .abandoned
-        return true
+        defer { state.producer = nil }
+        return state.producer
     }
 
     private var cancelledError: AgentError {

@@ -21,8 +21,11 @@ public final class SessionCacheProbe: Sendable {
     }
 
     private let cache: TLSSessionCache
-    private let keys: [SessionKey]
-    private let unknownKey: SessionKey
+    /// The servers' host names; each call builds its key from one, as the connector builds one per
+    /// connection (the key's digest is computed when the key is made).
+    private let hosts: [String]
+    private let alpn: [String]
+    private let configurationIdentity: [UInt8]
     /// Sessions stored in turn, one per call. More than the 4,096 spent-ticket fingerprints the cache
     /// remembers, so that every ticket taken is new to it, as a server's tickets are.
     private let sessions: [SSLSessionBox]
@@ -38,17 +41,9 @@ public final class SessionCacheProbe: Sendable {
     public init(servers: Int = 100, sessions kind: Sessions) throws {
         precondition(servers > 0, "the cache needs at least one server")
         let context = try SSLContextCache().context(for: TLSConfiguration().contextOptions)
-        func key(_ host: String) -> SessionKey {
-            SessionKey(
-                host: host,
-                port: 443,
-                serverName: host,
-                alpn: context.options.alpnProtocols,
-                configurationIdentity: context.identity
-            )
-        }
-        self.keys = (0..<servers).map { key("server-\($0).example.com") }
-        self.unknownKey = key("unknown.example.com")
+        self.alpn = context.options.alpnProtocols
+        self.configurationIdentity = context.identity
+        self.hosts = (0..<servers).map { "server-\($0).example.com" }
         let certificate = try CertificateAuthority.selfSigned(commonName: "example.com", dnsNames: ["example.com"])
         let peer = Self.der(fromPEM: certificate.certificatePEM)
         let now = TLSSessionCache.now()
@@ -59,17 +54,18 @@ public final class SessionCacheProbe: Sendable {
             return session
         }
         self.cache = TLSSessionCache(capacity: servers)
-        for (key, session) in zip(self.keys, self.sessions) {
-            self.cache.store(session, for: key, persistable: true)
+        for (host, session) in zip(self.hosts, self.sessions) {
+            self.cache.store(session, for: self.key(host), persistable: true)
         }
         for _ in self.sessions {
             self.reconnect()
         }
     }
 
-    /// A reconnect to the next server in turn: takes the session to offer (`take`, as the connector does
-    /// before the handshake) and stores the one the server sends (`store`, as the new-session callback
-    /// does). Also takes one uncontended lock, for the probe's own call counter.
+    /// A reconnect to the next server in turn: makes the connection's key (with its digest), takes the
+    /// session to offer (`take`, as the connector does before the handshake) and stores the one the
+    /// server sends (`store`, as the new-session callback does). Also takes one uncontended lock, for
+    /// the probe's own call counter.
     ///
     /// - Returns: whether a session was found to offer.
     @discardableResult
@@ -78,18 +74,30 @@ public final class SessionCacheProbe: Sendable {
             defer { calls += 1 }
             return calls
         }
-        let key = self.keys[call % self.keys.count]
+        let key = self.key(self.hosts[call % self.hosts.count])
         let offered = self.cache.take(key)
         // Offset by the number of keys, so that the session stored is never one the cache still holds.
-        self.cache.store(self.sessions[(call + self.keys.count) % self.sessions.count], for: key, persistable: true)
+        self.cache.store(self.sessions[(call + self.hosts.count) % self.sessions.count], for: key, persistable: true)
         return offered != nil
     }
 
-    /// A first connection to a server the cache has no session for: a `take` that finds nothing.
+    /// A first connection to a server the cache has no session for: its key, and a `take` that finds
+    /// nothing.
     ///
     /// - Returns: whether a session was found (never).
     public func miss() -> Bool {
-        self.cache.take(self.unknownKey) != nil
+        self.cache.take(self.key("unknown.example.com")) != nil
+    }
+
+    /// The key the connector makes for a connection to `host`:443 with the default configuration.
+    private func key(_ host: String) -> SessionKey {
+        SessionKey(
+            host: host,
+            port: 443,
+            serverName: host,
+            alpn: self.alpn,
+            configurationIdentity: self.configurationIdentity
+        )
     }
 
     /// The DER bytes of the first block of a PEM text.

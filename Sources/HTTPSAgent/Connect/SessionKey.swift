@@ -8,14 +8,27 @@ import HTTPSAgentTLS
 /// versions, and the contents of trust roots, client certificate and key). Any difference gives a
 /// different digest, and sessions are only found by digest.
 struct SessionKey: Sendable, Hashable {
-    var host: String
-    var port: Int
-    var serverName: String?
-    var alpn: [String]
-    var configurationIdentity: [UInt8]
+    var host: String { didSet { self.digest = self.computeDigest() } }
+    var port: Int { didSet { self.digest = self.computeDigest() } }
+    var serverName: String? { didSet { self.digest = self.computeDigest() } }
+    var alpn: [String] { didSet { self.digest = self.computeDigest() } }
+    var configurationIdentity: [UInt8] { didSet { self.digest = self.computeDigest() } }
 
     /// SHA-256 over a length-prefixed encoding of every field, so no two different keys share bytes.
-    var digest: [UInt8] {
+    /// Computed once, when the key is made (and again if a field changes): a reconnect looks its
+    /// session up and stores the new one under the same key.
+    private(set) var digest: [UInt8] = []
+
+    init(host: String, port: Int, serverName: String?, alpn: [String], configurationIdentity: [UInt8]) {
+        self.host = host
+        self.port = port
+        self.serverName = serverName
+        self.alpn = alpn
+        self.configurationIdentity = configurationIdentity
+        self.digest = self.computeDigest()
+    }
+
+    private func computeDigest() -> [UInt8] {
         var bytes: [UInt8] = []
         func field(_ value: [UInt8]) {
             withUnsafeBytes(of: UInt32(value.count).bigEndian) { bytes += $0 }

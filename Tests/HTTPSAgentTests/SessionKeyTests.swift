@@ -64,6 +64,22 @@ struct SessionKeyTests {
         #expect(variant.digest != Self.base.digest, "\(name)")
     }
 
+    /// The digest is kept with the key; a key changed field by field must have the digest a key made
+    /// with those fields has, or sessions stored under one would never be found under the other.
+    @Test(arguments: singleFieldVariants.indices)
+    func aChangedKeyHasTheDigestOfAKeyMadeThatWay(index: Int) {
+        let (name, variant) = Self.singleFieldVariants[index]
+        let made = SessionKey(
+            host: variant.host,
+            port: variant.port,
+            serverName: variant.serverName,
+            alpn: variant.alpn,
+            configurationIdentity: variant.configurationIdentity
+        )
+        #expect(variant.digest == made.digest, "\(name)")
+        #expect(variant == made, "\(name)")
+    }
+
     @Test func allSingleFieldVariantsHaveDistinctDigests() {
         let digests = Self.singleFieldVariants.map(\.1.digest) + [Self.base.digest]
         #expect(Set(digests).count == digests.count)

@@ -325,14 +325,19 @@ struct Connector: Sendable {
             port: origin.port,
             message: "the server closed the connection during the TLS handshake"
         )
-        let cache = self.sessionCache
-        let sessionKey = SessionKey(
-            host: origin.host,
-            port: origin.port,
-            serverName: IPAddressLiteral.isIPAddress(origin.host) ? nil : origin.host,
-            alpn: context.options.alpnProtocols,
-            configurationIdentity: context.identity
-        )
+        // The key (and its digest) only when there is a cache to look in: an Agent without one pays nothing.
+        let cached = self.sessionCache.map { cache in
+            (
+                cache,
+                SessionKey(
+                    host: origin.host,
+                    port: origin.port,
+                    serverName: IPAddressLiteral.isIPAddress(origin.host) ? nil : origin.host,
+                    alpn: context.options.alpnProtocols,
+                    configurationIdentity: context.identity
+                )
+            )
+        }
         let persistable = !context.hasClientCertificate
         let installed = channel.eventLoop.submit {
             guard channel.isActive else { throw closedEarly }
@@ -344,7 +349,7 @@ struct Connector: Sendable {
                 throw Self.configurationError(error, origin: origin)
             }
             var offered = false
-            if let cache {
+            if let (cache, sessionKey) = cached {
                 if let session = cache.take(sessionKey) {
                     connection.offer(session)
                     offered = true
@@ -371,7 +376,7 @@ struct Connector: Sendable {
         events.emit { $0.tlsStarted($1, offeringSession: offeredSession) }
         // A handshake that offered a session and failed in any way (an alert, a reset, a timeout) drops
         // its key's sessions: one a server or middlebox chokes on must not be offered again and again.
-        if offeredSession, let cache {
+        if offeredSession, let (cache, sessionKey) = cached {
             promise.futureResult.whenFailure { _ in cache.invalidate(sessionKey) }
         }
         do {
